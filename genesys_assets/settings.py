@@ -1,0 +1,40 @@
+"""Where genesys-assets keeps its state, and which mode it runs in.
+
+Everything lives under ``GENESYS_HOME`` (default ``./.genesys``): the lake, the DuckDB warehouse,
+the sandbox's state and ``DAGSTER_HOME``, so run history survives restarts of the UI.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SANDBOX = "sandbox"
+LIVE = "live"
+
+
+def genesys_home() -> Path:
+    return Path(os.environ.get("GENESYS_HOME", ".genesys")).resolve()
+
+
+def dagster_home() -> Path:
+    return Path(os.environ.get("DAGSTER_HOME") or genesys_home() / "dagster").resolve()
+
+
+def sandbox_dir() -> Path:
+    return genesys_home() / "sandbox"
+
+
+def endpoints_file() -> Path:
+    return sandbox_dir() / "endpoints.json"
+
+
+def mode() -> str:
+    """``GENESYS_MODE`` forces the mode; otherwise live exactly when live credentials are set."""
+    forced = os.environ.get("GENESYS_MODE", "").strip().lower()
+    if forced:
+        if forced not in (SANDBOX, LIVE):
+            raise ValueError(f"GENESYS_MODE must be 'sandbox' or 'live', not {forced!r}")
+        return forced
+    has_credentials = os.environ.get("GENESYS_CLIENT_ID") and os.environ.get("GENESYS_CLIENT_SECRET")
+    return LIVE if has_credentials else SANDBOX
