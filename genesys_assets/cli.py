@@ -1,2 +1,138 @@
-def main() -> None:
-    raise SystemExit("placeholder")
+"""``genesys-assets``: run the sandbox, the Dagster UI, or the whole pipeline headless.
+
+    genesys-assets sandbox           serve the sandbox services until interrupted
+    genesys-assets dev               the sandbox (unless live) plus the Dagster UI and daemon
+    genesys-assets demo              the sandbox, then every asset for each day, and a summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from contextlib import nullcontext, suppress
+from datetime import date, timedelta
+from pathlib import Path
+
+from genesys_assets import settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# A fixed, long-complete window: the same days always produce the same data and the same summary.
+DEFAULT_DEMO_START = date(2026, 11, 2)
+DEFAULT_DEMO_END = date(2026, 11, 3)
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected a day as YYYY-MM-DD, got {text!r}") from error
+
+
+def days_between(start: date, end: date) -> list[date]:
+    """The days from ``start`` to ``end``, both included."""
+    if end < start:
+        raise SystemExit(f"--end {end} is before --start {start}")
+    return [start + timedelta(days=n) for n in range((end - start).days + 1)]
+
+
+def prepare_dagster_home() -> Path:
+    """A persistent DAGSTER_HOME under GENESYS_HOME with the project's dagster.yaml and pool limits."""
+    home = settings.dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        for pool, limit in settings.POOL_LIMITS.items():
+            instance.event_log_storage.set_concurrency_slots(pool, limit)
+    return home
+
+
+def _wait_for_interrupt() -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with suppress(KeyboardInterrupt):
+        stop.wait()
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from genesys_assets.sandbox.services import Sandbox
+
+    with Sandbox(settings.genesys_home(), start=args.start, end=args.end) as sandbox:
+        assert sandbox.endpoints is not None
+        print(f"Sandbox running; endpoints and sandbox credentials in {sandbox.endpoints_file}")
+        print(f"  Genesys Cloud API  {sandbox.endpoints.genesys_api_base_url}")
+        print(f"  S3                 {sandbox.endpoints.s3_endpoint_url}")
+        print(f"  PureConnect        {sandbox.endpoints.pureconnect_uri}")
+        print(f"  data-lake webhook  {sandbox.endpoints.webhook_url}")
+        print("Press Ctrl-C to stop.", flush=True)
+        _wait_for_interrupt()
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from genesys_assets.sandbox.services import Sandbox
+
+    prepare_dagster_home()
+    live = settings.mode() == settings.LIVE
+    env = dict(os.environ)
+    context = nullcontext() if live else Sandbox(settings.genesys_home(), start=args.start, end=args.end)
+    with context as sandbox:
+        if sandbox is not None:
+            assert sandbox.endpoints is not None
+            env.update(sandbox.endpoints.to_env(), GENESYS_MODE=settings.SANDBOX)
+        command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+                   "-h", args.host, "-p", str(args.port)]
+        print(f"{'Live' if live else 'Sandbox'} mode; Dagster UI on http://{args.host}:{args.port}", flush=True)
+        try:
+            return subprocess.call(command, env=env, cwd=PROJECT_ROOT)
+        except KeyboardInterrupt:
+            return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from genesys_assets.demo import run_demo
+
+    return run_demo(days_between(args.start, args.end))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genesys-assets", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_days(sub: argparse.ArgumentParser, help_range: str) -> None:
+        sub.add_argument("--start", type=_day, default=DEFAULT_DEMO_START, help=f"first day {help_range}")
+        sub.add_argument("--end", type=_day, default=DEFAULT_DEMO_END, help=f"last day {help_range}")
+
+    sandbox = commands.add_parser("sandbox", help="serve the sandbox services until interrupted")
+    with_days(sandbox, "of PureConnect history to build (YYYY-MM-DD, inclusive)")
+    sandbox.set_defaults(handler=cmd_sandbox)
+
+    dev = commands.add_parser("dev", help="the sandbox (unless live) plus the Dagster UI and daemon")
+    with_days(dev, "of PureConnect history to build in the sandbox (inclusive)")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(handler=cmd_dev)
+
+    demo = commands.add_parser("demo", help="materialize every asset for each day on the sandbox, headless")
+    with_days(demo, "to materialize (YYYY-MM-DD, inclusive)")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    raise SystemExit(args.handler(args))
+
+
+if __name__ == "__main__":
+    main()

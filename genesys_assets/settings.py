@@ -38,3 +38,9 @@ def mode() -> str:
         return forced
     has_credentials = os.environ.get("GENESYS_CLIENT_ID") and os.environ.get("GENESYS_CLIENT_SECRET")
     return LIVE if has_credentials else SANDBOX
+
+
+# Concurrency pools (dagster.yaml can only set a default; the CLI sets these at start).
+GENESYS_API_POOL = "genesys_api"
+WAREHOUSE_POOL = "warehouse"
+POOL_LIMITS = {GENESYS_API_POOL: 4, WAREHOUSE_POOL: 1}
