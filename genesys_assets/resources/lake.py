@@ -158,6 +158,9 @@ class Lake(dg.ConfigurableResource):
                 raise LakeError(f"cannot read {self.uri(rel)}: {error}") from error
             raise
 
+    def read_parquet(self, relpath: str) -> pa.Table:
+        return pq.read_table(pa.BufferReader(self.read_bytes(relpath)))
+
     def exists(self, relpath: str) -> bool:
         rel = self._clean(relpath)
         if self.is_s3:
