@@ -18,8 +18,12 @@ from collections.abc import Sequence
 from contextlib import nullcontext, suppress
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from genesys_assets import settings
+
+if TYPE_CHECKING:
+    from genesys_assets.sandbox.services import Sandbox
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # A fixed, long-complete window: the same days always produce the same data and the same summary.
@@ -63,10 +67,17 @@ def _wait_for_interrupt() -> None:
         stop.wait()
 
 
-def cmd_sandbox(args: argparse.Namespace) -> int:
+def _sandbox(args: argparse.Namespace) -> Sandbox:
     from genesys_assets.sandbox.services import Sandbox
 
-    with Sandbox(settings.genesys_home(), start=args.start, end=args.end) as sandbox:
+    return Sandbox(
+        settings.genesys_home(), start=args.start, end=args.end,
+        conversations_per_day=args.conversations_per_day, interactions_per_day=args.interactions_per_day,
+    )
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    with _sandbox(args) as sandbox:
         assert sandbox.endpoints is not None
         print(f"Sandbox running; endpoints and sandbox credentials in {sandbox.endpoints_file}")
         print(f"  Genesys Cloud API  {sandbox.endpoints.genesys_api_base_url}")
@@ -79,12 +90,10 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from genesys_assets.sandbox.services import Sandbox
-
     prepare_dagster_home()
     live = settings.mode() == settings.LIVE
     env = dict(os.environ)
-    context = nullcontext() if live else Sandbox(settings.genesys_home(), start=args.start, end=args.end)
+    context = nullcontext() if live else _sandbox(args)
     with context as sandbox:
         if sandbox is not None:
             assert sandbox.endpoints is not None
@@ -101,7 +110,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from genesys_assets.demo import run_demo
 
-    return run_demo(days_between(args.start, args.end))
+    return run_demo(days_between(args.start, args.end), _sandbox(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     def with_days(sub: argparse.ArgumentParser, help_range: str) -> None:
         sub.add_argument("--start", type=_day, default=DEFAULT_DEMO_START, help=f"first day {help_range}")
         sub.add_argument("--end", type=_day, default=DEFAULT_DEMO_END, help=f"last day {help_range}")
+        sub.add_argument("--conversations-per-day", type=int, default=2000,
+                         help="Genesys Cloud conversations the sandbox tenant has each day (default 2000)")
+        sub.add_argument("--interactions-per-day", type=int, default=300,
+                         help="PureConnect interactions the sandbox site has each day (default 300)")
 
     sandbox = commands.add_parser("sandbox", help="serve the sandbox services until interrupted")
     with_days(sandbox, "of PureConnect history to build (YYYY-MM-DD, inclusive)")

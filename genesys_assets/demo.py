@@ -15,6 +15,7 @@ from typing import TextIO
 import dagster as dg
 
 from genesys_assets import settings
+from genesys_assets.sandbox.services import Sandbox
 
 
 @dataclass
@@ -98,14 +99,14 @@ def materialize_all(defs: dg.Definitions, days: list[date], instance: dg.Dagster
     return outcomes
 
 
-def run_demo(days: list[date], out: TextIO = sys.stdout) -> int:
+def run_demo(days: list[date], sandbox: Sandbox, out: TextIO = sys.stdout) -> int:
+    """Materialize everything for ``days`` against ``sandbox`` (started here); 1 if anything failed."""
     from genesys_assets.cli import prepare_dagster_home
     from genesys_assets.definitions import build_definitions
-    from genesys_assets.sandbox.services import Sandbox
 
     prepare_dagster_home()
-    print(f"Starting the sandbox in {settings.sandbox_dir()} for {days[0]} .. {days[-1]}", file=out, flush=True)
-    with Sandbox(settings.genesys_home(), start=days[0], end=days[-1]) as sandbox:
+    print(f"Starting the sandbox in {sandbox.dir} for {days[0]} .. {days[-1]}", file=out, flush=True)
+    with sandbox:
         assert sandbox.endpoints is not None
         os.environ.update(sandbox.endpoints.to_env(), GENESYS_MODE=settings.SANDBOX)
         defs = build_definitions()

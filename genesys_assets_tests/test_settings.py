@@ -1,0 +1,44 @@
+"""Mode selection and state locations: one place decides, and the user can force it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from genesys_assets import settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GENESYS_MODE", "GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET", "GENESYS_HOME", "DAGSTER_HOME"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_sandbox_without_credentials() -> None:
+    assert settings.mode() == settings.SANDBOX
+
+
+def test_live_when_both_credentials_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENESYS_CLIENT_ID", "id")
+    assert settings.mode() == settings.SANDBOX  # half a credential is not live
+    monkeypatch.setenv("GENESYS_CLIENT_SECRET", "secret")
+    assert settings.mode() == settings.LIVE
+
+
+def test_genesys_mode_forces(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENESYS_CLIENT_ID", "id")
+    monkeypatch.setenv("GENESYS_CLIENT_SECRET", "secret")
+    monkeypatch.setenv("GENESYS_MODE", "Sandbox")
+    assert settings.mode() == settings.SANDBOX
+    monkeypatch.setenv("GENESYS_MODE", "production")
+    with pytest.raises(ValueError, match="'sandbox' or 'live'"):
+        settings.mode()
+
+
+def test_state_lives_under_genesys_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("GENESYS_HOME", str(tmp_path))
+    assert settings.dagster_home() == tmp_path / "dagster"
+    assert settings.endpoints_file() == tmp_path / "sandbox" / "endpoints.json"
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "elsewhere"))
+    assert settings.dagster_home() == tmp_path / "elsewhere"
