@@ -145,10 +145,12 @@ class Directory:
         return tuple(w for w in self.wrapup_codes if w.date_created <= day and w.exists_on(day))
 
 
-def _legacy_user_id(first: str, last: str, n: int) -> str:
-    # PureConnect user ids are login names; some carry characters a strict target refuses.
+def _legacy_user_id(first: str, last: str, n: int, taken: set[str]) -> str:
+    # PureConnect user ids are unique login names; some carry characters a strict target refuses.
     base = f"{first}.{last}".lower().replace(" ", "")
-    return base if n % 7 else f"{base}#{n}"
+    legacy_id = base if n % 7 and base not in taken else f"{base}#{n}"
+    taken.add(legacy_id)
+    return legacy_id
 
 
 @cache
@@ -158,6 +160,7 @@ def build_directory(seed: int = DEFAULT_SEED, agent_count: int = 48) -> Director
     archive = Division(stable_id(seed, "division", "archive"), "Migration Archive")
 
     users: list[User] = []
+    taken: set[str] = set()
     for n in range(agent_count):
         first, last = rng.choice(_FIRST), rng.choice(_LAST)
         name = f"{first} {last}"
@@ -167,7 +170,7 @@ def build_directory(seed: int = DEFAULT_SEED, agent_count: int = 48) -> Director
         users.append(User(
             id=stable_id(seed, "user", str(n)), name=name, email=f"{login}{n}@example.com",
             username=f"{login}{n}@example.com", state=state, division=home,
-            legacy_agent_id=_legacy_user_id(first, last, n), in_mapping_csv=n % 11 != 5,
+            legacy_agent_id=_legacy_user_id(first, last, n, taken), in_mapping_csv=n % 11 != 5,
         ))
     for n, name in enumerate(["Supervisor One", "Supervisor Two"]):
         users.append(User(stable_id(seed, "user", f"sup{n}"), name, f"sup{n}@example.com", f"sup{n}@example.com",

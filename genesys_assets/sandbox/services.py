@@ -27,8 +27,6 @@ from genesys_assets.sandbox.s3 import (
     SandboxS3,
 )
 
-SITE_TIMEZONE = "America/New_York"
-
 
 @dataclass(frozen=True)
 class SandboxEndpoints:
@@ -130,7 +128,7 @@ class Sandbox:
             webhook_url=f"{self.emulator.base_url}/__sandbox__/webhooks/data-lake",
             staging_bucket=STAGING_BUCKET,
             mappings_dir=str(site.mappings_dir),
-            site_timezone=SITE_TIMEZONE,
+            site_timezone=site.timezone,
         )
         # Sandbox credentials only, but still a credential: readable by this user alone.
         fd = os.open(self.endpoints_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -1,0 +1,367 @@
+"""PureConnect (CIC) reporting database: read one UTC day of interactions straight into Arrow/Polars.
+
+One resource for every backend, one code path: connectorx reads SQL Server (``mssql://``), Oracle
+(``oracle://``) and the sandbox's SQLite file (``sqlite:///abs/path/I3_IC.sqlite``) into Arrow, then the rows
+are cast to one fixed Polars schema per table, so callers never see backend differences.
+
+URI forms (connectorx)::
+
+    mssql://user:password@host:1433/I3_IC          # add ?encrypt=true / ?trusted_connection=true as needed
+    oracle://user:password@host:1521/SERVICE_NAME
+    sqlite:///absolute/path/to/I3_IC.sqlite          # the sandbox
+
+Why the queries look the way they do
+------------------------------------
+* **One query per table** (InteractionSummary, InteractionWrapup, InteractionCustomAttributes,
+  IR_RecordingMedia, IR_TagMap+IR_Tag). The dependent tables are semi-joined to InteractionSummary with the
+  same window predicate (``EXISTS``), so the database does the join and nothing is fetched twice.
+* **Literals, not parameters.** connectorx has no bind parameters, so the window bounds are rendered as
+  dialect-correct timestamp literals from :class:`datetime` objects only (``'YYYY-MM-DD HH:MM:SS.fff'`` text
+  for SQLite, ``CONVERT(datetime2, '...T...', 126)`` for SQL Server, ``TIMESTAMP '...'`` for Oracle). No
+  caller-supplied string is ever formatted into SQL.
+* **The day** is half-open in UTC: ``[day 00:00, day+1 00:00)`` on ``StartDateTimeUTC``.
+* **Local-time-only rows.** Older rows carry ``StartDTOffset`` NULL and a *local* wall-clock time in the UTC
+  columns. Such a row is found by a widened window (``local_time_window_hours`` either side, default 14 h, the
+  largest UTC offset in use), so a day's read also returns neighbouring days' local-only rows. The caller
+  converts them with the configured site timezone (or quarantines them if none is configured) and keeps those
+  that fall in its day; :attr:`LegacyDay.local_time_rows` flags them.
+* **Secrets.** The password in the URI never appears in ``repr``, logs or exceptions: errors are re-raised as
+  :class:`PureConnectError` with the URI redacted and without the original exception chained.
+
+Datetime columns come back as naive ``Datetime("us")``: they are UTC except on local-time-only rows, which is
+exactly the ambiguity the caller must resolve, so the resource does not pretend otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+from urllib.parse import unquote, urlsplit
+
+import dagster as dg
+import polars as pl
+import pyarrow as pa
+from pydantic import Field
+
+SQLITE, MSSQL, ORACLE = "sqlite", "mssql", "oracle"
+_SCHEMES = {"sqlite": SQLITE, "mssql": MSSQL, "sqlserver": MSSQL, "oracle": ORACLE}
+
+_DT = pl.Datetime("us")
+_TEXT = pl.String
+INTERACTION_SUMMARY_SCHEMA: dict[str, pl.DataType] = {
+    "InteractionIDKey": _TEXT, "SiteID": pl.Int32, "SeqNo": pl.Int16, "InteractionID": pl.Int64,
+    "StartDateTimeUTC": _DT, "StartDTOffset": pl.Int32, "InitiatedDateTimeUTC": _DT, "ConnectedDateTimeUTC": _DT,
+    "TerminatedDateTimeUTC": _DT, "Direction": pl.Int16, "ConnectionType": pl.Int16, "MediaType": pl.Int16,
+    "RemoteID": _TEXT, "RemoteName": _TEXT, "DNIS_LocalID": _TEXT, "LastLocalUserId": _TEXT,
+    "LastAssignedWorkgroupID": _TEXT, "FirstAssignedAcdSkillSet": _TEXT, "AccountCode": _TEXT,
+    "LineDuration": pl.Int64,
+    **{c: pl.Int64 for c in ("tDialing", "tIVRWait", "tQueueWait", "tAlert", "tConnected", "tHeld", "tConference",
+                             "tExternal", "tACW")},
+    **{c: pl.Int32 for c in ("nIVR", "nQueueWait", "nTalk", "nConference", "nHeld", "nTransfer", "nExternal")},
+    "Disposition": pl.Int16,
+}
+INTERACTION_WRAPUP_SCHEMA: dict[str, pl.DataType] = {
+    "InteractionIDKey": _TEXT, "SiteID": pl.Int32, "SeqNo": pl.Int16, "SourceInteractionIDKey": _TEXT,
+    "WrapupSegmentID": pl.Int32, "WrapupCode": _TEXT, "WrapupCategory": _TEXT, "WrapupStartDateTimeUTC": _DT,
+    "WrapupStartDTOffset": pl.Int32, "UserID": _TEXT, "WorkgroupID": _TEXT, "WrapupRequired": pl.Int16,
+    "WrapupIncompleteReason": _TEXT,
+    **{c: pl.Int64 for c in ("tAcw", "tConnected", "tHold", "tSuspend")},
+    **{c: pl.Int32 for c in ("nHold", "nSuspend", "nSupervisorRequest")},
+}
+CUSTOM_ATTRIBUTE_COUNT = 6
+INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA: dict[str, pl.DataType] = {
+    "InteractionIDKey": _TEXT, "SiteID": pl.Int32, "SeqNo": pl.Int16,
+    **{f"CustomNum{i}": pl.Int64 for i in range(1, CUSTOM_ATTRIBUTE_COUNT + 1)},
+    **{f"CustomString{i}": _TEXT for i in range(1, CUSTOM_ATTRIBUTE_COUNT + 1)},
+}
+IR_RECORDING_MEDIA_SCHEMA: dict[str, pl.DataType] = {
+    "RecordingId": _TEXT, "QueueObjectIdKey": _TEXT, "MediaType": pl.Int16, "MediaURI": _TEXT, "MediaKey": _TEXT,
+    "MediaStatus": pl.Int16, "FileSize": pl.Int64, "Duration": pl.Int64, "RecordingDate": _DT,
+    "RecordingDateOffset": pl.Int32, "ExpirationDate": _DT, "IsArchived": pl.Int16, "RecordingType": pl.Int16,
+    "RelatedRecordingId": _TEXT, "CallType": pl.Int16, "Direction": pl.Int16, "FromConnValue": _TEXT,
+    "ToConnValue": _TEXT, "LineName": _TEXT, "InitiationPolicyName": _TEXT, "NumAttachments": pl.Int32,
+    "Version": pl.Int32,
+}
+IR_TAGS_SCHEMA: dict[str, pl.DataType] = {
+    "RecordingId": _TEXT, "TagId": pl.Int32, "TagName": _TEXT, "KeywordSetName": _TEXT,
+}
+_GUID_COLUMNS = ("RecordingId", "RelatedRecordingId")
+
+
+class PureConnectError(RuntimeError):
+    """A failed PureConnect read. The message names the backend and host, never the password."""
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with the password (and any ``password=``/``pwd=`` query value) replaced by ``***``."""
+    try:
+        parts = urlsplit(uri)
+        password = parts.password
+    except ValueError:
+        return "<unparseable PureConnect URI>"
+    redacted = uri
+    if password is not None:
+        userinfo, host = parts.netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        redacted = redacted.replace(f"//{parts.netloc}", f"//{user}:***@{host}", 1)
+    return re.sub(r"(?i)((?:password|pwd)=)[^&;]*", r"\1***", redacted)
+
+
+def _secrets_of(uri: str) -> list[str]:
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return [uri]
+    found = [parts.password] if parts.password else []
+    found += re.findall(r"(?i)(?:password|pwd)=([^&;]*)", parts.query)
+    found = [s for s in found if s]
+    return found + [unquote(s) for s in found if unquote(s) != s]
+
+
+def backend_of(uri: str) -> str:
+    """``sqlite`` / ``mssql`` / ``oracle`` from the URI scheme."""
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme not in _SCHEMES:
+        raise PureConnectError(f"unsupported PureConnect URI scheme {scheme!r} in {redact_uri(uri)}; "
+                               "use mssql://, oracle:// or sqlite:///")
+    return _SCHEMES[scheme]
+
+
+def timestamp_literal(value: datetime, backend: str) -> str:
+    """A timestamp literal for ``backend``, rendered from a :class:`datetime` (never from a string).
+
+    Aware values are converted to UTC first; the database columns are naive UTC.
+    """
+    if not isinstance(value, datetime):
+        raise TypeError(f"timestamp_literal needs a datetime, got {type(value).__name__}")
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    ms = f"{value.microsecond // 1000:03d}"
+    if backend == SQLITE:
+        return f"'{value:%Y-%m-%d %H:%M:%S}.{ms}'"  # text compares correctly in this fixed-width format
+    if backend == MSSQL:
+        return f"CONVERT(datetime2, '{value:%Y-%m-%dT%H:%M:%S}.{ms}', 126)"  # ISO 8601: language-independent
+    if backend == ORACLE:
+        return f"TIMESTAMP '{value:%Y-%m-%d %H:%M:%S}.{ms}'"
+    raise PureConnectError(f"unknown backend {backend!r}")
+
+
+@dataclass(frozen=True)
+class DayWindow:
+    """The UTC day and the widened window used to find local-time-only rows."""
+
+    day: date
+    start: datetime  # naive UTC, inclusive
+    end: datetime  # naive UTC, exclusive
+    local_start: datetime
+    local_end: datetime
+
+    @classmethod
+    def of(cls, day: date, local_hours: int) -> DayWindow:
+        start = datetime.combine(day, dtime())
+        end = start + timedelta(days=1)
+        pad = timedelta(hours=local_hours)
+        return cls(day, start, end, start - pad, end + pad)
+
+    def predicate(self, alias: str, backend: str) -> str:
+        """Rows of the day, plus local-time-only rows (StartDTOffset NULL) in the widened window."""
+        lit = lambda v: timestamp_literal(v, backend)  # noqa: E731
+        col = f"{alias}.StartDateTimeUTC"
+        return (f"(({col} >= {lit(self.start)} AND {col} < {lit(self.end)}) OR ({alias}.StartDTOffset IS NULL "
+                f"AND {col} >= {lit(self.local_start)} AND {col} < {lit(self.local_end)}))")
+
+
+@dataclass(frozen=True)
+class LegacyDay:
+    """One UTC day read from PureConnect: a Polars frame per table, fixed schemas.
+
+    ``interactions`` may hold rows of neighbouring days whose ``StartDTOffset`` is NULL (local time only);
+    ``local_time_rows`` selects them. ``recordings`` carries a ``Tags`` list column (IR tag names).
+    """
+
+    window: DayWindow
+    interactions: pl.DataFrame
+    wrapups: pl.DataFrame
+    custom_attributes: pl.DataFrame
+    recordings: pl.DataFrame
+    tags: pl.DataFrame
+    queries: tuple[str, ...]  # the SQL that ran, one per table, for metadata and tests
+
+    @property
+    def local_time_rows(self) -> pl.Expr:
+        return pl.col("StartDTOffset").is_null()
+
+
+def _normalise(table: pa.Table, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Backend-neutral frame: names matched case-insensitively (Oracle upper-cases), fixed dtypes."""
+    if table.num_columns == 0:
+        return pl.DataFrame(schema=schema)
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    by_lower = {c.lower(): c for c in frame.columns}
+    exprs = []
+    for name, dtype in schema.items():
+        src = by_lower.get(name.lower())
+        if src is None:
+            exprs.append(pl.lit(None, dtype=dtype).alias(name))
+            continue
+        col, current = pl.col(src), frame.schema[src]
+        if dtype == _DT:
+            if current == pl.String:
+                col = col.str.strip_chars().str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us", strict=True)
+            elif isinstance(current, pl.Datetime) and current.time_zone is not None:
+                col = col.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+        elif dtype == _TEXT and current != pl.String:
+            col = col.cast(pl.String)
+        elif dtype != _TEXT and current == pl.String:  # empty SQLite results type expressions as text
+            col = col.cast(pl.Float64).cast(dtype, strict=True)
+        if name in _GUID_COLUMNS:
+            col = col.cast(pl.String).str.to_uppercase()
+        exprs.append(col.cast(dtype, strict=True).alias(name))
+    return frame.select(exprs)
+
+
+def read_arrow(uri: str, sql: str) -> pa.Table:
+    """Run one query through connectorx (the single place SQL reaches a database; tests count calls here)."""
+    import connectorx as cx
+
+    return cx.read_sql(uri, sql, return_type="arrow")
+
+
+class PureConnectResource(dg.ConfigurableResource):
+    """The PureConnect ``I3_IC`` reporting database (SQL Server, Oracle, or the sandbox SQLite file)."""
+
+    uri: str = Field(description="connectorx URI: mssql://user:pass@host:1433/I3_IC, oracle://..., "
+                                 "or sqlite:///abs/path/I3_IC.sqlite (pass dg.EnvVar('PURECONNECT_URI') live)")
+    local_time_window_hours: int = Field(
+        default=14, ge=0, le=48,
+        description="How far either side of the UTC day to look for rows with StartDTOffset NULL (local time).",
+    )
+
+    # -- secrets stay out of every representation ----------------------------------------------------------
+    def __repr_args__(self):  # pydantic repr/str
+        for name, value in super().__repr_args__():
+            yield name, (redact_uri(value) if name == "uri" and isinstance(value, str) else value)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.__repr_args__())
+        return f"{type(self).__name__}({args})"
+
+    def __str__(self) -> str:
+        return self.__repr__()
+
+    @property
+    def backend(self) -> str:
+        return backend_of(self.uri)
+
+    @property
+    def redacted_uri(self) -> str:
+        return redact_uri(self.uri)
+
+    def _scrub(self, text: str) -> str:
+        text = text.replace(self.uri, self.redacted_uri)
+        for secret in _secrets_of(self.uri):
+            text = text.replace(secret, "***")
+        return text
+
+    def _query(self, sql: str, what: str) -> pa.Table:
+        backend = self.backend
+        try:
+            return read_arrow(self.uri, sql)
+        except Exception as exc:  # connectorx raises RuntimeError/PanicException with driver text
+            message = self._scrub(f"{type(exc).__name__}: {exc}")
+        # Raised outside the except block: the original exception (which may quote the URI) is not chained.
+        raise PureConnectError(f"PureConnect {backend} query for {what} failed on {self.redacted_uri}: {message}")
+
+    # -- reads ---------------------------------------------------------------------------------------------
+    def day_queries(self, day: date) -> dict[str, str]:
+        """The five SQL statements :meth:`read_day` runs for ``day`` (exposed for review and tests)."""
+        backend = self.backend
+        window = DayWindow.of(day, self.local_time_window_hours)
+        isum = window.predicate("s", backend)
+
+        def cols(schema: dict[str, pl.DataType], alias: str) -> str:
+            return ", ".join(f"{alias}.{c}" for c in schema)
+
+        def keyed(alias: str) -> str:
+            return (f"EXISTS (SELECT 1 FROM InteractionSummary s WHERE s.InteractionIDKey = {alias}.InteractionIDKey"
+                    f" AND s.SiteID = {alias}.SiteID AND s.SeqNo = {alias}.SeqNo AND {isum})")
+
+        recording_exists = (f"EXISTS (SELECT 1 FROM InteractionSummary s WHERE s.InteractionIDKey = "
+                            f"rm.QueueObjectIdKey AND {isum})")
+        return {
+            "InteractionSummary": f"SELECT {cols(INTERACTION_SUMMARY_SCHEMA, 's')} FROM InteractionSummary s "
+                                  f"WHERE {isum}",
+            "InteractionWrapup": f"SELECT {cols(INTERACTION_WRAPUP_SCHEMA, 'w')} FROM InteractionWrapup w "
+                                 f"WHERE {keyed('w')}",
+            "InteractionCustomAttributes": f"SELECT {cols(INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA, 'a')} "
+                                           f"FROM InteractionCustomAttributes a WHERE {keyed('a')}",
+            "IR_RecordingMedia": f"SELECT {cols(IR_RECORDING_MEDIA_SCHEMA, 'rm')} FROM IR_RecordingMedia rm "
+                                 f"WHERE {recording_exists}",
+            "IR_Tag": "SELECT tm.RecordingId, t.TagId, t.Name AS TagName, tm.KeywordSetName FROM IR_TagMap tm "
+                      "JOIN IR_Tag t ON t.TagId = tm.TagId WHERE EXISTS (SELECT 1 FROM IR_RecordingMedia rm "
+                      f"WHERE rm.RecordingId = tm.RecordingId AND {recording_exists})",
+        }
+
+    def read_day(self, day: date) -> LegacyDay:
+        """The day's interactions and their wrap-ups, custom attributes, recordings and IR tags."""
+        if not isinstance(day, date) or isinstance(day, datetime):
+            raise TypeError("read_day needs a datetime.date")
+        queries = self.day_queries(day)
+        schemas = {
+            "InteractionSummary": INTERACTION_SUMMARY_SCHEMA, "InteractionWrapup": INTERACTION_WRAPUP_SCHEMA,
+            "InteractionCustomAttributes": INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA,
+            "IR_RecordingMedia": IR_RECORDING_MEDIA_SCHEMA, "IR_Tag": IR_TAGS_SCHEMA,
+        }
+        frames = {name: _normalise(self._query(sql, name), schemas[name]) for name, sql in queries.items()}
+        tags = frames["IR_Tag"]
+        tag_lists = tags.group_by("RecordingId").agg(pl.col("TagName").unique().sort().alias("Tags"))
+        recordings = (frames["IR_RecordingMedia"].join(tag_lists, on="RecordingId", how="left")
+                      .with_columns(pl.col("Tags").fill_null(pl.lit([], dtype=pl.List(pl.String)))))
+        return LegacyDay(
+            window=DayWindow.of(day, self.local_time_window_hours),
+            interactions=frames["InteractionSummary"], wrapups=frames["InteractionWrapup"],
+            custom_attributes=frames["InteractionCustomAttributes"], recordings=recordings, tags=tags,
+            queries=tuple(queries.values()),
+        )
+
+    def watermark(self) -> datetime | None:
+        """The newest UTC ``StartDateTimeUTC`` (local-time-only rows excluded), for the legacy sensor."""
+        backend = self.backend
+        if backend == SQLITE:  # an empty MAX() has no type for connectorx's SQLite reader; ORDER BY keeps it
+            sql = ("SELECT StartDateTimeUTC AS Watermark FROM InteractionSummary WHERE StartDTOffset IS NOT NULL "
+                   "ORDER BY StartDateTimeUTC DESC LIMIT 1")
+        else:
+            sql = "SELECT MAX(StartDateTimeUTC) AS Watermark FROM InteractionSummary WHERE StartDTOffset IS NOT NULL"
+        frame = _normalise(self._query(sql, "watermark"), {"Watermark": _DT})
+        if frame.height == 0 or frame["Watermark"][0] is None:
+            return None
+        return frame["Watermark"][0].replace(tzinfo=UTC)
+
+    def day_counts(self, start: date, end: date) -> pl.DataFrame:
+        """Rows per UTC day in ``[start, end]`` (UTC rows only): lets the sensor notice late-arriving rows."""
+        backend = self.backend
+        lo = timestamp_literal(datetime.combine(start, dtime()), backend)
+        hi = timestamp_literal(datetime.combine(end + timedelta(days=1), dtime()), backend)
+        day_expr = {SQLITE: "substr(StartDateTimeUTC, 1, 10)", MSSQL: "CAST(StartDateTimeUTC AS date)",
+                    ORACLE: "TRUNC(StartDateTimeUTC)"}[backend]
+        sql = (f"SELECT {day_expr} AS Day, COUNT(*) AS Rows FROM InteractionSummary WHERE StartDTOffset IS NOT NULL"
+               f" AND StartDateTimeUTC >= {lo} AND StartDateTimeUTC < {hi} GROUP BY {day_expr}")
+        frame = pl.from_arrow(self._query(sql, "day counts"))
+        assert isinstance(frame, pl.DataFrame)
+        frame.columns = [c.capitalize() if c.lower() in ("day", "rows") else c for c in frame.columns]
+        day = pl.col("Day")
+        day = day.str.to_date("%Y-%m-%d") if frame.schema["Day"] == pl.String else day.cast(pl.Date)
+        return frame.select(day.alias("day"), pl.col("Rows").cast(pl.Int64).alias("rows")).sort("day")
+
+    def ping(self) -> dict[str, object]:
+        """Connect and run a trivial query (``genesys-assets doctor``); raises :class:`PureConnectError`."""
+        backend = self.backend
+        sql = "SELECT 1 AS ok FROM DUAL" if backend == ORACLE else "SELECT 1 AS ok"
+        started = time.perf_counter()
+        self._query(sql, "ping")
+        return {"backend": backend, "uri": self.redacted_uri,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 1)}

@@ -1,0 +1,246 @@
+"""PureConnectResource against the sandbox site: one query per table, the right rows (local-time-only rows
+included), fixed schemas, dialect literals for SQL Server and Oracle, and no password anywhere."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import traceback
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from genesys_assets.resources import pureconnect as pc
+from genesys_assets.resources.pureconnect import PureConnectError, PureConnectResource, timestamp_literal
+from genesys_assets.sandbox.pureconnect_site import (
+    TABLES,
+    PureConnectSite,
+    build_site,
+    create_empty_site,
+)
+
+DAY = date(2025, 11, 2)  # New York falls back: local 01:00-02:00 happens twice
+N = 120
+SECRET = "Sup3r$ecret-pw"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> PureConnectSite:
+    return build_site(tmp_path_factory.mktemp("pcr") / "site", DAY - timedelta(days=1), DAY + timedelta(days=1),
+                      interactions_per_day=N)
+
+
+@pytest.fixture
+def resource(site: PureConnectSite) -> PureConnectResource:
+    return PureConnectResource(uri=site.uri)
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real = pc.read_arrow
+
+    def counting(uri: str, sql: str):
+        calls.append(sql)
+        return real(uri, sql)
+
+    monkeypatch.setattr(pc, "read_arrow", counting)
+    return calls
+
+
+def _sql(site: PureConnectSite, query: str, params: tuple = ()) -> list[tuple]:
+    with contextlib.closing(site.connect()) as con:
+        return con.execute(query, params).fetchall()
+
+
+def test_read_day_runs_one_query_per_table(resource: PureConnectResource, counted: list[str]) -> None:
+    day = resource.read_day(DAY)
+    assert len(counted) == 5
+    assert [q.split(" FROM ", 1)[1].split()[0] for q in counted] == [
+        "InteractionSummary", "InteractionWrapup", "InteractionCustomAttributes", "IR_RecordingMedia", "IR_TagMap",
+    ]
+    assert tuple(counted) == day.queries
+
+
+def test_read_day_returns_the_days_rows(site: PureConnectSite, resource: PureConnectResource) -> None:
+    got = resource.read_day(DAY)
+    lo, hi = f"{DAY} 00:00:00.000", f"{DAY + timedelta(days=1)} 00:00:00.000"
+    wlo, whi = f"{DAY - timedelta(days=1)} 10:00:00.000", f"{DAY + timedelta(days=1)} 14:00:00.000"
+    expected = _sql(site, "SELECT InteractionIDKey, SiteID, SeqNo FROM InteractionSummary WHERE "
+                          "(StartDateTimeUTC >= ? AND StartDateTimeUTC < ?) OR (StartDTOffset IS NULL AND "
+                          "StartDateTimeUTC >= ? AND StartDateTimeUTC < ?)", (lo, hi, wlo, whi))
+    keys = got.interactions.select("InteractionIDKey", "SiteID", "SeqNo").rows()
+    assert sorted(keys) == sorted(expected)  # true duplicates come back twice, as stored
+    assert got.interactions.height > N
+
+    # Every local-time-only row of the day is found, flagged, and the caller sees neighbours' ones too.
+    local_rows = set(got.interactions.filter(got.local_time_rows).select("InteractionIDKey", "SiteID", "SeqNo")
+                     .iter_rows())
+    assert set(site.trap_rows(DAY)["local_time_only"]) <= local_rows
+    assert local_rows - set(site.trap_rows(DAY)["local_time_only"])  # neighbouring days' local rows
+    utc = got.interactions.filter(~got.local_time_rows)["StartDateTimeUTC"]
+    assert utc.min() >= datetime(2025, 11, 2) and utc.max() < datetime(2025, 11, 3)
+
+    # Dependent tables: exactly the rows that belong to the returned interactions.
+    wanted = {(k, s, q) for k, s, q in keys}
+    all_wraps = _sql(site, "SELECT InteractionIDKey, SiteID, SeqNo, WrapupSegmentID FROM InteractionWrapup")
+    assert sorted(got.wrapups.select("InteractionIDKey", "SiteID", "SeqNo", "WrapupSegmentID").rows()) == sorted(
+        w for w in all_wraps if w[:3] in wanted)
+    all_ica = _sql(site, "SELECT InteractionIDKey, SiteID, SeqNo FROM InteractionCustomAttributes")
+    assert sorted(got.custom_attributes.select("InteractionIDKey", "SiteID", "SeqNo").rows()) == sorted(
+        a for a in all_ica if a in wanted)
+    recordings = set(got.recordings["RecordingId"])
+    kinds = site.recording_kinds(DAY)
+    assert {rid for ids in kinds.values() for rid in ids} <= recordings
+    keys_only = {k for k, _, _ in keys}
+    assert set(got.recordings["QueueObjectIdKey"]) <= keys_only
+
+    # Tags arrive per recording; Retention-7Y among them.
+    retained = _sql(site, "SELECT tm.RecordingId FROM IR_TagMap tm JOIN IR_Tag t ON t.TagId = tm.TagId "
+                          "WHERE t.Name = 'Retention-7Y'")
+    tagged = set(got.recordings.filter(pl.col("Tags").list.contains("Retention-7Y"))["RecordingId"])
+    assert tagged == {r for (r,) in retained} & recordings and tagged
+
+
+def test_schemas_are_fixed_and_typed(site: PureConnectSite, resource: PureConnectResource) -> None:
+    full = resource.read_day(DAY)
+    empty = resource.read_day(date(2020, 1, 1))
+    for name in ("interactions", "wrapups", "custom_attributes", "recordings", "tags"):
+        assert getattr(empty, name).height == 0
+        assert getattr(empty, name).schema == getattr(full, name).schema, name
+    schema = full.interactions.schema
+    assert schema["StartDateTimeUTC"] == pl.Datetime("us") and schema["StartDTOffset"] == pl.Int32
+    assert schema["Direction"] == pl.Int16 and schema["LineDuration"] == pl.Int64
+    assert full.recordings.schema["Tags"] == pl.List(pl.String)
+    # The resource selects every column the site declares.
+    for table, frame in (("InteractionSummary", full.interactions), ("InteractionWrapup", full.wrapups),
+                         ("InteractionCustomAttributes", full.custom_attributes)):
+        assert frame.columns == [c for c, _ in TABLES[table]]
+    assert full.recordings.columns[:-1] == [c for c, _ in TABLES["IR_RecordingMedia"]]
+
+
+def test_watermark_ping_and_day_counts(site: PureConnectSite, resource: PureConnectResource,
+                                       tmp_path: Path) -> None:
+    (latest,) = _sql(site, "SELECT MAX(StartDateTimeUTC) FROM InteractionSummary WHERE StartDTOffset IS NOT NULL")[0]
+    wm = resource.watermark()
+    assert wm is not None and wm.tzinfo == UTC
+    assert wm.replace(tzinfo=None) == datetime.strptime(latest, "%Y-%m-%d %H:%M:%S.%f")
+    assert resource.ping()["backend"] == "sqlite"
+    counts = resource.day_counts(DAY - timedelta(days=1), DAY + timedelta(days=1))
+    assert counts["day"].to_list() == [DAY - timedelta(days=1), DAY, DAY + timedelta(days=1)]
+    assert counts.filter(pl.col("day") == DAY)["rows"][0] == resource.read_day(DAY).interactions.filter(
+        pl.col("StartDTOffset").is_not_null()).height
+    empty = create_empty_site(tmp_path / "empty")
+    assert PureConnectResource(uri=empty.uri).watermark() is None
+    assert PureConnectResource(uri=empty.uri).read_day(DAY).interactions.height == 0
+
+
+def test_env_var_config(site: PureConnectSite, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PURECONNECT_URI", site.uri)
+    with dg.build_resources({"pureconnect": PureConnectResource(uri=dg.EnvVar("PURECONNECT_URI"))}) as res:
+        assert res.pureconnect.ping()["backend"] == "sqlite"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Dialects
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_timestamp_literals_per_dialect() -> None:
+    ts = datetime(2025, 11, 2, 0, 0, 0, 123456)
+    assert timestamp_literal(ts, "sqlite") == "'2025-11-02 00:00:00.123'"
+    assert timestamp_literal(ts, "mssql") == "CONVERT(datetime2, '2025-11-02T00:00:00.123', 126)"
+    assert timestamp_literal(ts, "oracle") == "TIMESTAMP '2025-11-02 00:00:00.123'"
+    aware = datetime(2025, 11, 2, 1, 0, tzinfo=timezone(timedelta(hours=1)))
+    assert timestamp_literal(aware, "oracle") == "TIMESTAMP '2025-11-02 00:00:00.000'"
+    with pytest.raises(TypeError):
+        timestamp_literal("2025-11-02'; DROP TABLE InteractionSummary; --", "mssql")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("uri", "lo", "wide"), [
+    ("mssql://u:p@db:1433/I3_IC", "CONVERT(datetime2, '2025-11-02T00:00:00.000', 126)",
+     "CONVERT(datetime2, '2025-11-01T10:00:00.000', 126)"),
+    ("oracle://u:p@db:1521/ORCL", "TIMESTAMP '2025-11-02 00:00:00.000'", "TIMESTAMP '2025-11-01 10:00:00.000'"),
+])
+def test_day_queries_render_the_backend_dialect(uri: str, lo: str, wide: str) -> None:
+    queries = PureConnectResource(uri=uri).day_queries(DAY)
+    assert len(queries) == 5
+    for sql in queries.values():
+        assert lo in sql and wide in sql
+        assert "'2025-11-02 00:00:00.000'" not in sql.replace("TIMESTAMP '2025-11-02 00:00:00.000'", "")
+        assert " AS isum" not in sql and " AS s " not in sql  # Oracle refuses AS before a table alias
+
+
+@pytest.mark.parametrize("uri", ["mssql://u:p@127.0.0.1:9/I3_IC", "oracle://u:p@127.0.0.1:9/ORCL"])
+def test_connectorx_parses_the_backend_queries(uri: str) -> None:
+    """connectorx's own SQL parser (MsSql/Oracle dialect) accepts every query; no server needed."""
+    import connectorx as cx
+
+    for sql in PureConnectResource(uri=uri).day_queries(DAY).values():
+        parts = cx.partition_sql(uri, sql, partition_on="SiteID", partition_num=2, partition_range=(0, 4))
+        assert len(parts) == 2 and "2025-11-01" in parts[0]
+
+
+def test_oracle_ping_and_watermark_sql(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+
+    def fake(uri: str, sql: str):
+        seen.append(sql)
+        return pl.DataFrame({"WATERMARK": [datetime(2025, 1, 1, 12)]}).to_arrow()
+
+    monkeypatch.setattr(pc, "read_arrow", fake)
+    r = PureConnectResource(uri="oracle://u:p@db:1521/ORCL")
+    assert r.watermark() == datetime(2025, 1, 1, 12, tzinfo=UTC)  # upper-case Oracle names normalised
+    r.ping()
+    assert "MAX(StartDateTimeUTC)" in seen[0] and seen[1].endswith("FROM DUAL")
+
+
+def test_unsupported_scheme_is_refused_without_the_password() -> None:
+    with pytest.raises(PureConnectError) as err:
+        PureConnectResource(uri=f"postgres://u:{SECRET}@db/I3_IC").ping()
+    assert SECRET not in str(err.value) and "postgres" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Secrets
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_password_absent_from_repr_str_logs_and_errors(monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    uri = f"mssql://migrator:{SECRET}@sql01.example.com:1433/I3_IC?encrypt=true"
+    r = PureConnectResource(uri=uri)
+    for text in (repr(r), str(r), r.redacted_uri, f"{r}", f"{r!r}"):
+        assert SECRET not in text
+    assert "migrator:***@sql01.example.com" in repr(r)
+
+    def boom(uri: str, sql: str):
+        raise RuntimeError(f"Login failed connecting to {uri} (password {SECRET})")
+
+    monkeypatch.setattr(pc, "read_arrow", boom)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(PureConnectError) as err:
+        r.read_day(DAY)
+    logging.getLogger("test").exception("read failed", exc_info=err.value)
+    rendered = "".join(traceback.format_exception(err.value))
+    for text in (str(err.value), repr(err.value), rendered, caplog.text):
+        assert SECRET not in text
+    assert err.value.__cause__ is None and err.value.__context__ is None
+    assert "sql01.example.com" in str(err.value) and "Login failed" in str(err.value)
+
+
+def test_percent_encoded_and_query_passwords_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = PureConnectResource(uri="oracle://u:p%40ss%3Aword@db:1521/ORCL")
+    assert "p%40ss" not in repr(r) and "p@ss:word" not in repr(r)
+
+    def boom(uri: str, sql: str):
+        raise RuntimeError("auth failed for password p@ss:word")
+
+    monkeypatch.setattr(pc, "read_arrow", boom)
+    with pytest.raises(PureConnectError) as err:
+        r.ping()
+    assert "p@ss:word" not in str(err.value)
+    assert "pwd=***" in pc.redact_uri("mssql://db:1433/I3_IC?user=sa&pwd=hunter2")

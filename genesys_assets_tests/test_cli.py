@@ -1,0 +1,87 @@
+"""The commands a newcomer runs: ``sandbox``, ``demo`` and ``dev`` work from a clean GENESYS_HOME."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from genesys_assets.cli import build_parser, days_between
+
+SMALL = ["--conversations-per-day", "150", "--interactions-per-day", "40"]
+ENDPOINT_KEYS = {"genesys_api_base_url", "client_id", "client_secret", "s3_endpoint_url", "pureconnect_uri",
+                 "webhook_url"}
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GENESYS_", "DAGSTER_", "AWS_", "PURECONNECT_"))}
+    env["GENESYS_HOME"] = str(home)
+    return env
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "genesys_assets.cli", *args]
+
+
+def _wait_for(path: Path, process: subprocess.Popen, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            raise AssertionError(f"exited early with {process.returncode}: {output}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"{path} did not appear within {seconds} s")
+        time.sleep(0.2)
+
+
+def test_days_are_inclusive_and_ordered() -> None:
+    args = build_parser().parse_args(["demo", "--start", "2026-11-02", "--end", "2026-11-04"])
+    assert [d.isoformat() for d in days_between(args.start, args.end)] == ["2026-11-02", "2026-11-03", "2026-11-04"]
+    with pytest.raises(SystemExit, match="before"):
+        days_between(args.end, args.start)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--start", "02/11/2026"])
+
+
+def test_sandbox_serves_until_interrupted_and_cleans_up(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    process = subprocess.Popen(_command("sandbox", "--start", "2026-11-02", "--end", "2026-11-02", *SMALL),
+                               env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    endpoints_file = home / "sandbox" / "endpoints.json"
+    try:
+        _wait_for(endpoints_file, process, 120)
+        endpoints = json.loads(endpoints_file.read_text())
+        assert endpoints.keys() >= ENDPOINT_KEYS
+        assert oct(endpoints_file.stat().st_mode & 0o777) == "0o600"
+        for url in (endpoints["genesys_api_base_url"], endpoints["s3_endpoint_url"]):
+            assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(f"{endpoints['genesys_api_base_url']}/__sandbox__/webhooks", timeout=10) as r:
+            assert r.status == 200
+        assert Path(endpoints["pureconnect_uri"].removeprefix("sqlite://")).is_file()
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    assert not endpoints_file.exists()  # a stale file must never point at servers that are gone
+
+
+def test_demo_materializes_every_asset_and_keeps_run_history(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    done = subprocess.run(_command("demo", "--start", "2026-11-02", "--end", "2026-11-02", *SMALL),
+                          env=_env(home), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "wrapup_codes" in done.stdout
+    assert "FAILED" not in done.stdout
+    assert (home / "dagster" / "dagster.yaml").is_file()
+    assert list((home / "dagster").rglob("runs.db")), "run history is not in the persistent DAGSTER_HOME"
+    assert (home / "lake" / "analytics" / "dimensions" / "wrapup_codes" / "wrapup_codes.parquet").is_file()
+    assert not (home / "sandbox" / "endpoints.json").exists()
+    # Secrets of the sandbox never reach the output.
+    assert "sandbox-secret" not in done.stdout + done.stderr
