@@ -40,8 +40,7 @@ def _int_metadata(metadata: dict, *names: str) -> int | None:
 def _outcomes(result: dg.ExecuteInProcessResult, partition: str) -> list[StepOutcome]:
     outcomes: dict[str, StepOutcome] = {}
     for event in result.get_asset_materialization_events():
-        materialization = event.asset_materialization
-        assert materialization is not None
+        materialization = event.step_materialization_data.materialization
         key = materialization.asset_key.to_user_string()
         outcomes[key] = StepOutcome(
             partition, key, True,
@@ -73,6 +72,10 @@ def _print_summary(outcomes: list[StepOutcome], out: TextIO) -> None:
         print(f"{o.partition:<12} {o.asset:<28} {status:<7} {rows:>10} {files:>6}  {checks}", file=out)
 
 
+# The console shows what a person follows (progress, warnings), not Dagster's step-by-step debug events.
+_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
 def materialize_all(defs: dg.Definitions, days: list[date], instance: dg.DagsterInstance) -> list[StepOutcome]:
     """Unpartitioned assets once, then every daily asset for each day, in dependency order."""
     assets = [a for a in (defs.assets or []) if isinstance(a, dg.AssetsDefinition)]
@@ -83,7 +86,7 @@ def materialize_all(defs: dg.Definitions, days: list[date], instance: dg.Dagster
     outcomes: list[StepOutcome] = []
     if unpartitioned:
         result = dg.materialize(
-            [*assets, *checks], instance=instance, resources=resources, raise_on_error=False,
+            [*assets, *checks], instance=instance, resources=resources, raise_on_error=False, run_config=_RUN_CONFIG,
             selection=dg.AssetSelection.assets(*unpartitioned),
         )
         outcomes += _outcomes(result, "-") or [StepOutcome("-", "(run)", result.success)]
@@ -92,7 +95,7 @@ def materialize_all(defs: dg.Definitions, days: list[date], instance: dg.Dagster
             break
         partition = day.isoformat()
         result = dg.materialize(
-            [*assets, *checks], instance=instance, resources=resources, raise_on_error=False,
+            [*assets, *checks], instance=instance, resources=resources, raise_on_error=False, run_config=_RUN_CONFIG,
             partition_key=partition, selection=dg.AssetSelection.assets(*partitioned),
         )
         outcomes += _outcomes(result, partition) or [StepOutcome(partition, "(run)", result.success)]

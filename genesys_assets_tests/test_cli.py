@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from genesys_assets.cli import build_parser, days_between
+from genesys_assets.sandbox.genesys_emulator import GenesysEmulator
 
 SMALL = ["--conversations-per-day", "150", "--interactions-per-day", "40"]
 ENDPOINT_KEYS = {"genesys_api_base_url", "client_id", "client_secret", "s3_endpoint_url", "pureconnect_uri",
@@ -83,5 +84,9 @@ def test_demo_materializes_every_asset_and_keeps_run_history(tmp_path: Path) -> 
     assert list((home / "dagster").rglob("runs.db")), "run history is not in the persistent DAGSTER_HOME"
     assert (home / "lake" / "analytics" / "dimensions" / "wrapup_codes" / "wrapup_codes.parquet").is_file()
     assert not (home / "sandbox" / "endpoints.json").exists()
-    # Secrets of the sandbox never reach the output.
-    assert "sandbox-secret" not in done.stdout + done.stderr
+    # The client secret never reaches the output, the run history, the lake or the warehouse.
+    secret = GenesysEmulator(tmp_path / "probe").client_secret.encode()
+    assert secret not in (done.stdout + done.stderr).encode()
+    for path in home.rglob("*"):
+        if path.is_file() and "sandbox" not in path.relative_to(home).parts:
+            assert secret not in path.read_bytes(), f"client secret found in {path}"

@@ -1,7 +1,5 @@
 """Genesys Cloud analytics: the wrap-up code dimension (conversation details and facts build on it)."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 
 import dagster as dg
