@@ -101,10 +101,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
         command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
                    "-h", args.host, "-p", str(args.port)]
         print(f"{'Live' if live else 'Sandbox'} mode; Dagster UI on http://{args.host}:{args.port}", flush=True)
+        # Ctrl-C reaches Dagster too; this process waits for it to shut down, then stops the sandbox.
+        previous = signal.signal(signal.SIGINT, lambda *_: None)
         try:
-            return subprocess.call(command, env=env, cwd=PROJECT_ROOT)
-        except KeyboardInterrupt:
-            return 0
+            return subprocess.call(command, env=env, cwd=settings.dagster_home())
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -1,0 +1,1065 @@
+"""Conversation details: parse details-job result pages into Arrow and flatten them into the lake's tables.
+
+Pure functions and one streaming helper, no Dagster. The asset calls them page by page.
+
+Why it is shaped this way (DESIGN.md, "Performance shape"): naive Polars (``from_dicts``, ``read_ndjson``) and
+Python loops over dicts are slower than parsing straight into Arrow. So a page is parsed by ``pyarrow.json``
+with an explicit schema and a block larger than the page (one C++ pass, no Python objects), then Polars does
+explode / unnest / pivot / dedup in Rust, and pyarrow writes the Parquet files with the explicit schemas.
+
+Decisions worth knowing:
+
+* **Schema drift.** Unknown keys are tolerated (listed in the table metadata, never fatal); missing optional keys
+  become null. ``participants[].attributes`` is a string map with dynamic keys: it comes out as
+  ``map<string, string>``. Values that are not strings (numbers, booleans) are coerced to their JSON text
+  (``12``, ``12.5``, ``true``), nested objects/arrays to compact JSON text, and null values are dropped. A page
+  whose attributes (or any declared field) do not fit the fast path is re-read through a lossless, slower
+  "conform" path (orjson + a schema walk) instead of crashing.
+* **Day membership.** A conversation belongs to the UTC day of its ``conversationStart`` (half-open
+  ``[day, day+1)``). Details jobs also return neighbours with activity in the day; they are dropped and counted.
+* **Dedup.** The same conversation can arrive more than once (overlapping windows, retried pages). The surviving
+  version is the greatest by (``conversationEnd`` with null lowest, number of distinct segments, arrival order):
+  a finished conversation beats an unfinished one, a later end beats an earlier one, a more complete one beats a
+  less complete one, and only exact ties fall back to "the later page wins". Its participants, sessions and
+  segments follow it (child rows carry the version's ordinal). Within a version, segments are unique on
+  (conversation_id, participant_id, session_id, segment_start, segment_type); the first occurrence is kept.
+* **Personal data.** Session addresses (ANI, DNIS, addressFrom/To: phone numbers, e-mail, messaging ids) are
+  kept only as HMAC-SHA256 hashes under a caller-supplied key (first 128 bits, hex), after normalising
+  (``tel:``/``sip:`` prefixes, spacing, case) so the same number always hashes the same. DNIS is hashed too:
+  on outbound calls it *is* the customer's number. A participant name or attribute value that looks like a phone
+  number is replaced by its hash; phone-number-like runs in free text (wrap-up notes, e-mail subjects) are
+  redacted. Flow entry reasons and transfer target addresses (which carry numbers) are not output at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import shutil
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+import pyarrow.parquet as pq
+
+from genesys_assets.lib.schemas import (
+    CONVERSATION_STRUCT,
+    CONVERSATIONS_SCHEMA,
+    METRICS,
+    PAGE_SCHEMA,
+    PARTICIPANTS_SCHEMA,
+    SCHEMA_VERSION,
+    SEGMENTS_SCHEMA,
+    SESSIONS_SCHEMA,
+    TABLE_SCHEMAS,
+    WRAPUP_FACTS_SCHEMA,
+    WRAPUP_LABELS_SCHEMA,
+)
+
+__all__ = [
+    "ROW_GROUP_SIZE",
+    "TARGET_FILE_BYTES",
+    "AddressHasher",
+    "ConversationDetailsError",
+    "DayFlattener",
+    "DayResult",
+    "FlatTables",
+    "MissingRequiredFieldError",
+    "flatten",
+    "parse_page",
+    "wrapup_facts",
+]
+
+ROW_GROUP_SIZE = 100_000
+TARGET_FILE_BYTES = 256 * 1024 * 1024  # upper end of the 128-256 MB target; a day smaller than this is one file
+PARQUET_COMPRESSION = "zstd"
+_PART_TO_PARQUET = 0.4  # final zstd Parquet bytes per byte of lz4 IPC part (measured ~0.3-0.45)
+TABLES = ("conversations", "participants", "sessions", "segments", "wrapup_facts")
+
+ATTRIBUTES_TYPE = pa.map_(pa.string(), pa.string())
+_KV = pa.list_(pa.struct([("key", pa.string()), ("value", pa.string())]))
+_PL_KV = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))
+_PL_PARTICIPANTS: pl.DataType  # set below, once the parsed schema is known
+
+
+class ConversationDetailsError(ValueError):
+    """A page or table cannot be turned into conversation rows."""
+
+
+class MissingRequiredFieldError(ConversationDetailsError):
+    """A conversation lacks a key the pipeline cannot do without (conversationId, conversationStart)."""
+
+    def __init__(self, conversation_id: str | None, field_name: str) -> None:
+        super().__init__(f"conversation {conversation_id or '<no conversationId>'} has no {field_name}")
+        self.conversation_id = conversation_id
+        self.field_name = field_name
+
+
+# ============================================================================================ personal data
+
+_PHONE_VALUE = re.compile(r"^\s*(?:tel:|sip:)?\+?[\d\s().\-/]{7,}(?:@.*)?\s*$", re.IGNORECASE)
+# Attribute values are matched more strictly (account numbers are digits too): only ``tel:``/``sip:``/``+``.
+_PHONE_ATTRIBUTE = r"^\s*(?:(?:tel:|sip:)\+?|\+)\d[\d\s().\-]{5,}\d(?:@.*)?\s*$"
+_PHONE_ATTRIBUTE_RE = re.compile(_PHONE_ATTRIBUTE, re.IGNORECASE)
+# Phone-number-like runs inside free text: an optional +, then >= 9 digits allowing common separators.
+_PHONE_IN_TEXT = r"\+?\d(?:[\s().\-]{0,2}\d){8,}"
+_PHONE_REDACTED = "[phone]"
+
+
+_ADDR_PREFIX = r"^(?:tel:|sips?:)"
+_PHONE_USER = r"^\+?[\d\s().\-/]{7,}$"
+_PHONE_SEPARATORS = r"[\s().\-/]"
+
+
+def normalize_address(value: str) -> str:
+    """Canonical form of an address before hashing, so ``tel:+1 (317) 555-0100`` and ``+13175550100`` agree.
+
+    Lower-cased, ``tel:``/``sip:`` prefix removed, separators removed from a phone-number user part.
+    ``AddressHasher.hash_series`` applies the same rules vectorised.
+    """
+    v = re.sub(_ADDR_PREFIX, "", value.strip().lower())
+    user, at, host = v.partition("@")
+    if re.match(_PHONE_USER, user):
+        user = re.sub(_PHONE_SEPARATORS, "", user)
+    return user + at + host
+
+
+def _normalize_expr(col: pl.Expr) -> pl.Expr:
+    v = col.str.strip_chars().str.to_lowercase().str.replace(_ADDR_PREFIX, "")
+    user = v.str.extract(r"^([^@]*)", 1)
+    rest = v.str.extract(r"^[^@]*(@.*)$", 1).fill_null("")
+    user = pl.when(user.str.contains(_PHONE_USER)).then(user.str.replace_all(_PHONE_SEPARATORS, "")).otherwise(user)
+    return user + rest
+
+
+class AddressHasher:
+    """Keyed hashing (HMAC-SHA256) of addresses: stable join keys for analysts, no clear numbers in the lake."""
+
+    def __init__(self, key: bytes | str) -> None:
+        key_bytes = key.encode() if isinstance(key, str) else bytes(key)
+        if not key_bytes:
+            raise ValueError("an HMAC key is required to hash customer addresses")
+        if len(key_bytes) > 64:
+            key_bytes = hashlib.sha256(key_bytes).digest()
+        key_bytes = key_bytes.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key_bytes))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key_bytes))
+
+    def hash(self, value: str) -> str:
+        """HMAC-SHA256 of the normalised address, first 128 bits as hex."""
+        return self._hmac(normalize_address(value))
+
+    def _hmac(self, normalized: str) -> str:
+        inner = self._inner.copy()
+        inner.update(normalized.encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()[:32]
+
+    def hash_series(self, s: pl.Series) -> pl.Series:
+        """Hash a string column; normalised in Polars, each distinct value HMAC'd once."""
+        if s.null_count() == s.len():
+            return pl.Series(s.name, [None] * s.len(), dtype=pl.String)
+        norm = pl.select(_normalize_expr(pl.lit(s))).to_series()
+        uniq = norm.drop_nulls().unique()
+        hmac = self._hmac
+        hashed = pl.Series([hmac(v) for v in uniq.to_list()], dtype=pl.String)
+        return norm.replace_strict(uniq, hashed, default=None, return_dtype=pl.String).alias(s.name)
+
+    def hash_if_phone(self, s: pl.Series, pattern: str = _PHONE_VALUE.pattern) -> pl.Series:
+        """Replace the values that look like phone numbers by their hash; keep the others."""
+        looks = s.str.contains(pattern)
+        if not looks.any():
+            return s
+        return pl.select(pl.when(looks).then(self.hash_series(s)).otherwise(s)).to_series().alias(s.name)
+
+
+def _hasher(hmac_key: bytes | str | AddressHasher) -> AddressHasher:
+    return hmac_key if isinstance(hmac_key, AddressHasher) else AddressHasher(hmac_key)
+
+
+# ================================================================================================= parsing
+
+_FAST_PARSE = pj.ParseOptions(explicit_schema=PAGE_SCHEMA, unexpected_field_behavior="infer")
+
+
+def _with_attributes(participant: pa.StructType, typ: pa.DataType) -> pa.StructType:
+    fields = [participant.field(i) for i in range(participant.num_fields)]
+    return pa.struct([*fields, pa.field("attributes", typ)])
+
+
+_PARTICIPANT_STRUCT: pa.StructType = CONVERSATION_STRUCT.field("participants").type.value_type
+_CONFORM_PARTICIPANT = _with_attributes(_PARTICIPANT_STRUCT, _KV)
+_CONFORM_CONVERSATION = pa.struct([
+    *(CONVERSATION_STRUCT.field(i) for i in range(CONVERSATION_STRUCT.num_fields - 1)),
+    pa.field("participants", pa.list_(_CONFORM_PARTICIPANT)),
+])
+_CONFORM_PAGE_SCHEMA = pa.schema([
+    ("conversations", pa.list_(_CONFORM_CONVERSATION)), ("cursor", pa.string()),
+    ("dataAvailabilityDate", pa.string()),
+])
+_CONFORM_PARSE = pj.ParseOptions(explicit_schema=_CONFORM_PAGE_SCHEMA, unexpected_field_behavior="ignore")
+# What parse_page returns: one row per conversation, API names, attributes as a string map.
+PARSED_CONVERSATION_SCHEMA = pa.schema([
+    *(CONVERSATION_STRUCT.field(i) for i in range(CONVERSATION_STRUCT.num_fields - 1)),
+    pa.field("participants", pa.list_(_with_attributes(_PARTICIPANT_STRUCT, ATTRIBUTES_TYPE))),
+])
+
+
+_PL_PARTICIPANTS = pl.from_arrow(PARSED_CONVERSATION_SCHEMA.empty_table()).schema["participants"]  # type: ignore[union-attr]
+
+
+class _Unfit(Exception):
+    """The fast parse succeeded but produced something only the conform path represents faithfully."""
+
+
+def _read(raw: bytes, options: pj.ParseOptions) -> pa.Table:
+    block = 1 << max(20, (len(raw) + 1024).bit_length())  # a block larger than the page: one pass, no splits
+    return pj.read_json(io.BytesIO(raw), read_options=pj.ReadOptions(block_size=block, use_threads=False),
+                        parse_options=options)
+
+
+def _unknown_paths(actual: pa.DataType, expected: pa.DataType, path: str, out: list[str]) -> None:
+    """Field paths present in the parsed type but not declared (schema drift, reported not fatal)."""
+    if pa.types.is_struct(actual) and pa.types.is_struct(expected):
+        names = {expected.field(i).name for i in range(expected.num_fields)}
+        for i in range(actual.num_fields):
+            f = actual.field(i)
+            sub = f"{path}.{f.name}" if path else f.name
+            if f.name not in names:
+                if f.name != "attributes" or not path.endswith("participants[]"):
+                    out.append(sub)
+            else:
+                _unknown_paths(f.type, expected.field(f.name).type, sub, out)
+    elif pa.types.is_list(actual) and pa.types.is_list(expected):
+        _unknown_paths(actual.value_type, expected.value_type, path + "[]", out)
+
+
+def _list_values(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(offsets starting at 0, values) of a list array, honouring slicing."""
+    offsets = arr.offsets
+    first = offsets[0].as_py()
+    values = arr.values.slice(first, offsets[-1].as_py() - first)
+    return pc.subtract(offsets, pa.scalar(first, offsets.type)), values
+
+
+def _struct_children(arr: pa.StructArray) -> list[pa.Array]:
+    return [arr.field(i) for i in range(arr.type.num_fields)] if arr.offset == 0 else arr.flatten()
+
+
+def _as_attribute_text(arr: pa.Array) -> pa.Array:
+    if pa.types.is_string(arr.type) or pa.types.is_null(arr.type):
+        return arr.cast(pa.string())
+    if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(arr.type):
+        return pc.cast(arr, pa.string())  # 12 -> "12", true -> "true": the value's JSON text
+    raise _Unfit(f"attribute values of type {arr.type}")
+
+
+def _struct_to_map(attrs: pa.Array | None, length: int) -> pa.Array:
+    """An inferred ``attributes`` struct (one field per key seen on the page) -> ``map<string, string>``."""
+    if attrs is None or pa.types.is_null(attrs.type):
+        return pa.nulls(length, ATTRIBUTES_TYPE)
+    if not pa.types.is_struct(attrs.type):
+        raise _Unfit(f"attributes of type {attrs.type}")
+    names = [attrs.type.field(i).name for i in range(attrs.type.num_fields)]
+    if not names:
+        offsets = pa.array([0] * (length + 1), pa.int32())
+        return pa.MapArray.from_arrays(offsets, pa.array([], pa.string()), pa.array([], pa.string()),
+                                       mask=attrs.is_null())
+    children = [_as_attribute_text(c) for c in _struct_children(attrs)]
+    parent_valid = attrs.is_valid()
+    valid = [pc.and_(c.is_valid(), parent_valid) for c in children]
+    # (row, key) of every present value, then row-major order: each row's keys in page order.
+    rows = pa.concat_arrays([pc.indices_nonzero(v).cast(pa.int64()) for v in valid])
+    keys = pa.concat_arrays([pa.array([k] * pc.sum(v.cast(pa.int64())).as_py(), pa.int64())
+                             for k, v in enumerate(valid)])
+    order = pc.sort_indices(pa.table({"r": rows, "k": keys}), sort_keys=[("r", "ascending"), ("k", "ascending")])
+    rows, keys = rows.take(order), keys.take(order)
+    counts = valid[0].cast(pa.int32())
+    for v in valid[1:]:
+        counts = pc.add(counts, v.cast(pa.int32()))
+    offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(counts).cast(pa.int32())])
+    all_values = pa.concat_arrays(children)  # key-major: value (row r, key k) is at k * length + r
+    values = all_values.take(pc.add(pc.multiply(keys, length), rows))
+    key_names = pa.array(names, pa.string()).take(keys)
+    return pa.MapArray.from_arrays(offsets, key_names, values, mask=attrs.is_null())
+
+
+def _kv_to_map(kv: pa.Array) -> pa.Array:
+    offsets, values = _list_values(kv)
+    keys, items = _struct_children(values)
+    return pa.MapArray.from_arrays(offsets, keys, items, mask=kv.is_null())
+
+
+def _normalise_participants(participants: pa.Array, conform: bool) -> pa.Array:
+    """Rebuild ``participants`` with ``attributes`` as a map, in the declared field order."""
+    participants = participants.combine_chunks() if isinstance(participants, pa.ChunkedArray) else participants
+    offsets, values = _list_values(participants)
+    by_name = dict(zip([values.type.field(i).name for i in range(values.type.num_fields)],
+                       _struct_children(values), strict=True))
+    attrs = by_name.get("attributes")
+    attributes = _kv_to_map(attrs) if conform else _struct_to_map(attrs, len(values))
+    target: pa.StructType = PARSED_CONVERSATION_SCHEMA.field("participants").type.value_type
+    children = []
+    for i in range(target.num_fields):
+        f = target.field(i)
+        child = attributes if f.name == "attributes" else by_name[f.name]
+        children.append(child if child.type == f.type else child.cast(f.type))  # drops undeclared (drift) fields
+    rebuilt = pa.StructArray.from_arrays(children, fields=list(target), mask=values.is_null())
+    return pa.ListArray.from_arrays(offsets, rebuilt, type=pa.list_(target), mask=participants.is_null())
+
+
+def _conversations_table(page: pa.Table, conform: bool) -> pa.Table:
+    col = page.column("conversations").combine_chunks() if page.num_rows else None
+    if col is None or len(col) == 0 or col.null_count == len(col):
+        return PARSED_CONVERSATION_SCHEMA.empty_table()
+    _, convs = _list_values(col)
+    by_name = dict(zip([convs.type.field(i).name for i in range(convs.type.num_fields)],
+                       _struct_children(convs), strict=True))
+    arrays = []
+    for f in PARSED_CONVERSATION_SCHEMA:
+        child = _normalise_participants(by_name[f.name], conform) if f.name == "participants" else by_name[f.name]
+        arrays.append(child if child.type == f.type else child.cast(f.type))
+    return pa.Table.from_arrays(arrays, schema=PARSED_CONVERSATION_SCHEMA)
+
+
+# ---- the conform path: lossless, slower, only for pages the fast path cannot represent ----------------
+
+def _text(v: Any) -> str:
+    return v if isinstance(v, str) else orjson.dumps(v).decode()
+
+
+def _conform_ts(v: Any) -> str | None:
+    if not isinstance(v, str):
+        return None
+    try:
+        dt = datetime.fromisoformat(v.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _conform(v: Any, typ: pa.DataType) -> Any:
+    """Coerce a decoded JSON value to ``typ``; drop unknown keys; impossible values become null."""
+    if v is None:
+        return None
+    if pa.types.is_struct(typ):
+        if not isinstance(v, dict):
+            return None
+        out = {}
+        for i in range(typ.num_fields):
+            f = typ.field(i)
+            x = v.get(f.name)
+            if x is not None:
+                out[f.name] = _conform(x, f.type)
+        return out
+    if pa.types.is_list(typ):
+        if typ == _KV:  # participants[].attributes: a string map, values coerced to their JSON text
+            if not isinstance(v, dict):
+                return None
+            return [{"key": str(k), "value": _text(x)} for k, x in v.items() if x is not None]
+        if not isinstance(v, list):
+            return None
+        return [_conform(x, typ.value_type) for x in v]
+    if pa.types.is_string(typ):
+        return _text(v)
+    if pa.types.is_timestamp(typ):
+        return _conform_ts(v)
+    if pa.types.is_boolean(typ):
+        if isinstance(v, bool):
+            return v
+        return {"true": True, "false": False}.get(str(v).strip().lower())
+    if pa.types.is_integer(typ):
+        if isinstance(v, bool):
+            return int(v)
+        if isinstance(v, int):
+            return v
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            return None
+        return round(x) if math.isfinite(x) else None
+    if pa.types.is_floating(typ):
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            return None
+        return x if math.isfinite(x) else None
+    return None
+
+
+def _conform_page(raw: bytes) -> tuple[pa.Table, list[str]]:
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConversationDetailsError(f"result page is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConversationDetailsError("result page is not a JSON object")
+    unknown: set[str] = set()
+    for conv in doc.get("conversations") or ():
+        if isinstance(conv, dict):
+            unknown.update(k for k in conv if k not in CONVERSATION_STRUCT.names)
+    cleaned = {
+        "conversations": _conform(doc.get("conversations"), _CONFORM_PAGE_SCHEMA.field("conversations").type),
+        "cursor": doc.get("cursor") if isinstance(doc.get("cursor"), str) else None,
+        "dataAvailabilityDate": _text(doc["dataAvailabilityDate"]) if doc.get("dataAvailabilityDate") else None,
+    }
+    return _read(orjson.dumps(cleaned), _CONFORM_PARSE), sorted(unknown)
+
+
+def parse_page(raw: bytes) -> pa.Table:
+    """Parse one details-job result page (``{"conversations": [...], "cursor", ...}``) into Arrow.
+
+    One row per conversation, API field names, ``participants[].attributes`` as ``map<string, string>``.
+    ``schema.metadata`` carries ``cursor``, ``dataAvailabilityDate``, ``unknown_fields`` (JSON list of drift
+    paths) and ``parse_path`` (``fast`` or ``conform``). Type conflicts never raise: see the module docstring.
+    """
+    raw = bytes(raw).strip()
+    if not raw:
+        return PARSED_CONVERSATION_SCHEMA.empty_table()
+    if b"\n" in raw or b"\r" in raw:  # pretty-printed: the block parser needs one object per line
+        raw = orjson.dumps(orjson.loads(raw))
+    path = "fast"
+    unknown: list[str] = []
+    try:
+        page = _read(raw, _FAST_PARSE)
+        if page.num_rows != 1:
+            raise ConversationDetailsError(f"expected one result page object, got {page.num_rows}")
+        _unknown_paths(page.schema.field("conversations").type, PAGE_SCHEMA.field("conversations").type,
+                       "conversations", unknown)
+        table = _conversations_table(page, conform=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, _Unfit):
+        page, unknown = _conform_page(raw)
+        path = "conform"
+        table = _conversations_table(page, conform=True)
+    meta = {
+        b"cursor": (page.column("cursor")[0].as_py() or "") if page.num_rows else "",
+        b"dataAvailabilityDate": (page.column("dataAvailabilityDate")[0].as_py() or "") if page.num_rows else "",
+        b"unknown_fields": json.dumps(unknown),
+        b"parse_path": path,
+    }
+    return table.replace_schema_metadata({k: str(v).encode() for k, v in meta.items()})
+
+
+# ============================================================================================== flattening
+
+@dataclass
+class FlatTables:
+    """The four conversation tables of one day (explicit schemas) and what flattening did to get them."""
+
+    conversations: pa.Table
+    participants: pa.Table
+    sessions: pa.Table
+    segments: pa.Table
+    conversations_in: int = 0
+    dropped_neighbours: int = 0
+    duplicate_conversations: int = 0
+    duplicate_segments: int = 0
+
+    def tables(self) -> dict[str, pa.Table]:
+        return {"conversations": self.conversations, "participants": self.participants,
+                "sessions": self.sessions, "segments": self.segments}
+
+
+@dataclass
+class _Frames:
+    """Polars frames of one batch, child rows tagged with ``_seq`` (the ordinal of their conversation version)."""
+
+    conversations: pl.DataFrame
+    participants: pl.DataFrame
+    sessions: pl.DataFrame
+    segments: pl.DataFrame
+    conversations_in: int
+    dropped_neighbours: int
+    duplicate_segments: int
+
+
+def _day_bounds(day: date) -> tuple[datetime, datetime]:
+    lo = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return lo, lo + timedelta(days=1)
+
+
+def _col(name: str) -> pl.Expr:
+    return pl.col(name)
+
+
+def _explode(keys: pa.Table, lst: pa.Array | pa.ChunkedArray) -> tuple[pa.Table, dict[str, pa.Array]]:
+    """One level of nesting down, in Arrow: the parent keys repeated per element, and the elements' fields.
+
+    Zero-copy for the (deep) element data; only the small key columns are gathered. Exploding nested data in
+    Polars instead copies every level below at every level.
+    """
+    arr = lst.combine_chunks() if isinstance(lst, pa.ChunkedArray) else lst
+    parent = pc.list_parent_indices(arr)
+    values = arr.flatten()
+    children = dict(zip(values.type.names, _struct_children(values), strict=True))
+    return keys.take(parent), children
+
+
+def _pl(keys: pa.Table, cols: dict[str, pa.Array]) -> pl.DataFrame:
+    tbl = keys
+    for name, col in cols.items():
+        tbl = tbl.append_column(name, col)
+    out = pl.from_arrow(tbl)
+    assert isinstance(out, pl.DataFrame)
+    return out
+
+
+def _flatten_frames(table: pa.Table | pl.DataFrame, day: date, hasher: AddressHasher, seq_start: int = 0) -> _Frames:
+    """Flatten one batch of parsed conversations (no cross-batch dedup: see ``_select_versions``)."""
+    if isinstance(table, pl.DataFrame):
+        table = table.with_columns(pl.col("participants").cast(_PL_PARTICIPANTS)).to_arrow().cast(
+            PARSED_CONVERSATION_SCHEMA)
+    table = table.combine_chunks()
+    n_in = table.num_rows
+    cid = table.column("conversationId").combine_chunks()
+    start = table.column("conversationStart").combine_chunks()
+    for name, col in (("conversationId", cid), ("conversationStart", start)):
+        if col.null_count:
+            first = pc.index(col.is_null(), True).as_py()
+            raise MissingRequiredFieldError(cid[first].as_py(), name)
+    lo, hi = _day_bounds(day)
+    keep = pc.and_(pc.greater_equal(start, pa.scalar(lo, start.type)), pc.less(start, pa.scalar(hi, start.type)))
+    dropped = n_in - pc.sum(keep.cast(pa.int64())).as_py() if n_in else 0
+    seq = pa.array(range(seq_start, seq_start + n_in), pa.int64())
+    keys = pa.table({"conversation_id": cid, "conversation_start": start, "_seq": seq, "_keep": keep})
+
+    pkeys, p = _explode(keys, table.column("participants"))
+    pid = pc.fill_null(p["participantId"], "")  # a participant without an id still owns its sessions
+    skeys, s = _explode(pkeys.append_column("participant_id", pid), p["sessions"])
+    sid = pc.fill_null(s["sessionId"], "")
+    srow = pa.array(range(len(sid)), pa.int64())
+    gkeys, g = _explode(skeys.append_column("session_id", sid), s["segments"])
+    mrows, m = _explode(pa.table({"_srow": srow, "_keep": skeys.column("_keep")}), s["metrics"])
+
+    def kept(df: pl.DataFrame) -> pl.DataFrame:
+        return df.filter(pl.col("_keep")).drop("_keep")
+
+    parts = kept(_pl(pkeys, {k: p[k] for k in p if k != "sessions"}))
+    sessions = kept(_pl(skeys, {"_srow": srow, **{k: s[k] for k in s if k not in ("segments", "metrics")}}))
+    segments = kept(_pl(gkeys, g).filter(_col("segmentStart").is_not_null() & _col("segmentType").is_not_null()))
+    metrics = kept(_pl(mrows, m))
+
+    seg_key = ["_seq", "participant_id", "session_id", "segmentStart", "segmentType"]
+    n_seg = segments.height
+    segments = segments.unique(subset=seg_key, keep="first", maintain_order=True)
+    dup_segments = n_seg - segments.height
+
+    # Metrics: long -> summed per (session, name) -> one column per metric (null when never emitted).
+    metrics = (metrics.filter(_col("name").is_in(list(METRICS)))
+               .group_by("_srow", "name").agg(_col("value").sum()))
+    wide = metrics.pivot(on="name", on_columns=list(METRICS), index="_srow", values="value")
+    pivoted = {v for k, v in METRICS.items() if k in wide.columns}
+    sessions = sessions.join(wide, on="_srow", how="left", maintain_order="left").rename(
+        {k: v for k, v in METRICS.items() if k in wide.columns})
+    flow = _col("flow")
+    sessions = sessions.select(
+        "conversation_id", "conversation_start", "_seq", "participant_id",
+        _col("sessionId").alias("session_id"), _col("mediaType").alias("media_type"),
+        _col("messageType").alias("message_type"), "direction",
+        *(hasher.hash_series(sessions.get_column(src)).alias(dst) for src, dst in (
+            ("ani", "ani_hash"), ("dnis", "dnis_hash"), ("addressFrom", "address_from_hash"),
+            ("addressTo", "address_to_hash"))),
+        "recording", _col("edgeId").alias("edge_id"), _col("usedRouting").alias("used_routing"),
+        _col("selectedAgentId").alias("selected_agent_id"), _col("outboundCampaignId").alias("outbound_campaign_id"),
+        "provider", _col("acwSkipped").alias("acw_skipped"),
+        flow.struct.field("flowId").alias("flow_id"), flow.struct.field("flowName").alias("flow_name"),
+        flow.struct.field("flowType").alias("flow_type"), flow.struct.field("flowVersion").alias("flow_version"),
+        flow.struct.field("entryType").alias("flow_entry_type"),
+        flow.struct.field("exitReason").alias("flow_exit_reason"),
+        flow.struct.field("transferType").alias("flow_transfer_type"),
+        *(pl.col(c).cast(pl.Int64) if c in pivoted else pl.lit(None, pl.Int64).alias(c) for c in METRICS.values()),
+    )
+
+    attributes = parts.get_column("attributes").cast(_PL_KV)  # Polars' Map dtype has no list/struct ops
+    attributes = _hash_phone_attributes(attributes, hasher)
+    parts = parts.select(
+        "conversation_id", "conversation_start", "_seq", _col("participantId").alias("participant_id"),
+        hasher.hash_if_phone(parts.get_column("participantName")).alias("participant_name"),
+        "purpose", _col("userId").alias("user_id"), _col("externalContactId").alias("external_contact_id"),
+        _col("externalOrganizationId").alias("external_organization_id"), _col("teamId").alias("team_id"),
+        _col("flaggedReason").alias("flagged_reason"), _col("screenRecording").alias("screen_recording"),
+        attributes.alias("attributes"),
+    )
+
+    segments = segments.select(
+        "conversation_id", "conversation_start", "_seq", "participant_id", "session_id",
+        _col("segmentStart").alias("segment_start"), _col("segmentEnd").alias("segment_end"),
+        _col("segmentType").alias("segment_type"), _col("queueId").alias("queue_id"),
+        _col("wrapUpCode").alias("wrap_up_code"),
+        _col("wrapUpNote").str.replace_all(_PHONE_IN_TEXT, _PHONE_REDACTED).alias("wrap_up_note"),
+        _col("wrapUpTags").alias("wrap_up_tags"), _col("disconnectType").alias("disconnect_type"),
+        _col("errorCode").alias("error_code"), "conference",
+        _col("subject").str.replace_all(_PHONE_IN_TEXT, _PHONE_REDACTED).alias("subject"),
+    )
+
+    seg_counts = segments.group_by("_seq").agg(pl.len().cast(pl.Int32).alias("segment_count"))
+    conv_cols = {f.name: table.column(f.name) for f in PARSED_CONVERSATION_SCHEMA if f.name != "participants"}
+    conv_cols["participant_count"] = pc.fill_null(pc.list_value_length(table.column("participants")), 0)
+    conv_cols["_seq"] = seq
+    conv_cols["_keep"] = keep
+    conversations = kept(pl.from_arrow(pa.table(conv_cols))).select(  # type: ignore[arg-type]
+        _col("conversationId").alias("conversation_id"), _col("conversationStart").alias("conversation_start"),
+        _col("conversationEnd").alias("conversation_end"),
+        _col("originatingDirection").alias("originating_direction"),
+        _col("conversationInitiator").alias("conversation_initiator"),
+        _col("customerParticipation").alias("customer_participation"), _col("divisionIds").alias("division_ids"),
+        _col("externalTag").alias("external_tag"),
+        _col("mediaStatsMinConversationMos").alias("media_stats_min_conversation_mos"),
+        _col("mediaStatsMinConversationRFactor").alias("media_stats_min_conversation_r_factor"),
+        _col("originatingSocialMediaPublic").alias("originating_social_media_public"),
+        _col("selfServed").alias("self_served"),
+        _col("associatedConversationId").alias("associated_conversation_id"),
+        _col("participant_count").cast(pl.Int32),
+        "_seq",
+    ).join(seg_counts, on="_seq", how="left", maintain_order="left").with_columns(
+        _col("segment_count").fill_null(0))
+    return _Frames(conversations, parts, sessions, segments, n_in, dropped, dup_segments)
+
+
+def _hash_phone_attributes(attributes: pl.Series, hasher: AddressHasher) -> pl.Series:
+    """Attribute values that are phone numbers (``tel:``/``sip:``/``+``) are replaced by their hash."""
+    values = attributes.explode().struct.field("value").drop_nulls()
+    phones = values.filter(values.str.contains(_PHONE_ATTRIBUTE)).unique()
+    if phones.len() == 0:
+        return attributes
+    hashed = pl.Series([hasher.hash(v) for v in phones.to_list()], dtype=pl.String)
+    return pl.select(attributes.list.eval(pl.element().struct.with_fields(
+        pl.element().struct.field("value").replace(phones, hashed)))).to_series().alias(attributes.name)
+
+
+def _select_versions(conversations: pl.LazyFrame) -> pl.LazyFrame:
+    """``_seq`` of the surviving version of each conversation (see the module docstring for the order)."""
+    return (conversations.select("conversation_id", "conversation_end", "segment_count", "_seq")
+            .sort(["conversation_id", "conversation_end", "segment_count", "_seq"], nulls_last=False)
+            .unique(subset="conversation_id", keep="last", maintain_order=True)
+            .select("_seq"))
+
+
+# ------------------------------------------------------------------------------------- Arrow conversion
+
+def _to_arrow_array(col: pa.ChunkedArray | pa.Array, typ: pa.DataType) -> pa.Array:
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_dictionary(typ):
+        if pa.types.is_dictionary(arr.type):
+            arr = arr.cast(pa.string())
+        if not pa.types.is_string(arr.type):
+            arr = arr.cast(pa.string())
+        return pc.dictionary_encode(arr).cast(typ)
+    if pa.types.is_map(typ):
+        if pa.types.is_map(arr.type):
+            return arr.cast(typ)
+        if pa.types.is_null(arr.type):
+            return pa.nulls(len(arr), typ)
+        offsets, values = _list_values(arr)
+        keys, items = _struct_children(values)
+        return pa.MapArray.from_arrays(offsets, keys.cast(pa.string()), items.cast(pa.string()),
+                                       mask=arr.is_null() if arr.null_count else None)
+    if pa.types.is_list(typ) and pa.types.is_large_list(arr.type):
+        arr = arr.cast(pa.list_(arr.type.value_type))
+    return arr.cast(typ) if arr.type != typ else arr
+
+
+def _to_schema(frame: pl.DataFrame | pa.Table, schema: pa.Schema) -> pa.Table:
+    """Cast to an explicit output schema (string views -> string, dictionaries, map), checking non-nullables."""
+    tbl = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
+    arrays = []
+    for f in schema:
+        arr = _to_arrow_array(tbl.column(f.name), f.type)
+        if not f.nullable and arr.null_count:
+            raise ConversationDetailsError(f"{arr.null_count} null value(s) in non-nullable column {f.name}")
+        arrays.append(arr)
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _finish_frames(fr: _Frames, *, dedup: bool = True) -> tuple[FlatTables, pl.DataFrame]:
+    conv = fr.conversations
+    n_before = conv.height
+    keep = _select_versions(conv.lazy()).collect() if dedup else conv.select("_seq")
+
+    def pick(df: pl.DataFrame) -> pl.DataFrame:
+        return df.join(keep, on="_seq", how="semi", maintain_order="left")
+
+    conv_k, parts_k, sess_k, segs_k = pick(conv), pick(fr.participants), pick(fr.sessions), pick(fr.segments)
+    flat = FlatTables(
+        conversations=_to_schema(conv_k, CONVERSATIONS_SCHEMA),
+        participants=_to_schema(parts_k, PARTICIPANTS_SCHEMA),
+        sessions=_to_schema(sess_k, SESSIONS_SCHEMA),
+        segments=_to_schema(segs_k, SEGMENTS_SCHEMA),
+        conversations_in=fr.conversations_in, dropped_neighbours=fr.dropped_neighbours,
+        duplicate_conversations=n_before - conv_k.height, duplicate_segments=fr.duplicate_segments,
+    )
+    return flat, keep
+
+
+def flatten(conversations: pa.Table | pl.DataFrame | Iterable[pa.Table], day: date,
+            hmac_key: bytes | str | AddressHasher) -> FlatTables:
+    """Flatten parsed conversations (``parse_page`` output, one or many pages) into the day's four tables.
+
+    In memory: for a whole day use :class:`DayFlattener`, which streams. Pages given as an iterable are in
+    arrival order (later pages win exact ties in dedup).
+    """
+    if not isinstance(conversations, pa.Table | pl.DataFrame):
+        tables = [t.replace_schema_metadata(None) for t in conversations]
+        conversations = pa.concat_tables(tables) if tables else PARSED_CONVERSATION_SCHEMA.empty_table()
+    frames = _flatten_frames(conversations, day, _hasher(hmac_key))
+    return _finish_frames(frames)[0]
+
+
+# ============================================================================================ wrap-up facts
+
+def _prepare_labels(labels: pl.DataFrame | pa.Table | None) -> pl.DataFrame | None:
+    """Normalise the wrap-up code dimension to ``WRAPUP_LABELS_SCHEMA`` (accepts id/name/label aliases)."""
+    if labels is None:
+        return None
+    df = labels if isinstance(labels, pl.DataFrame) else pl.from_arrow(labels)
+    assert isinstance(df, pl.DataFrame)
+    aliases = {"id": "wrap_up_code_id", "name": "wrap_up_code_label", "label": "wrap_up_code_label"}
+    df = df.rename({k: v for k, v in aliases.items() if k in df.columns and v not in df.columns})
+    far_past = datetime(1970, 1, 1, tzinfo=UTC)
+    cols = []
+    for name in ("valid_from", "valid_to"):
+        if name not in df.columns:
+            cols.append(pl.lit(far_past if name == "valid_from" else None, pl.Datetime("us", "UTC")).alias(name))
+            continue
+        c = pl.col(name)
+        dtype = df.schema[name]
+        if dtype == pl.Date:
+            c = c.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+        elif isinstance(dtype, pl.Datetime):
+            c = c.dt.replace_time_zone("UTC") if dtype.time_zone is None else c.dt.convert_time_zone("UTC")
+            c = c.dt.cast_time_unit("us")
+        cols.append(c.alias(name))
+    df = df.with_columns(cols).with_columns(pl.col("valid_from").fill_null(far_past))
+    return df.select([f.name for f in WRAPUP_LABELS_SCHEMA]).with_columns(
+        pl.col("wrap_up_code_id").cast(pl.String), pl.col("wrap_up_code_label").cast(pl.String))
+
+
+def _wrapup_frame(conv: pl.DataFrame, parts: pl.DataFrame, sess: pl.DataFrame, segs: pl.DataFrame,
+                  labels: pl.DataFrame | None) -> pl.DataFrame:
+    """One row per wrap-up segment, joined within its conversation version (``_seq`` when present)."""
+    vkey = ["_seq"] if "_seq" in segs.columns else ["conversation_id"]
+    w = segs.filter(pl.col("segment_type") == "wrapup").select(
+        *vkey, *([] if vkey == ["conversation_id"] else ["conversation_id"]), "participant_id", "session_id",
+        "queue_id", pl.col("wrap_up_code").alias("wrap_up_code_id"), "segment_start", "segment_end")
+    s = sess.select(*vkey, "participant_id", "session_id", "media_type", "direction", "t_acw_ms", "t_handle_ms"
+                    ).unique(subset=[*vkey, "participant_id", "session_id"], keep="first", maintain_order=True)
+    p = parts.select(*vkey, "participant_id", "user_id").unique(
+        subset=[*vkey, "participant_id"], keep="first", maintain_order=True)
+    c = conv.select(*vkey, "conversation_start",
+                    pl.col("division_ids").list.first().alias("division_id"))
+    w = (w.join(s, on=[*vkey, "participant_id", "session_id"], how="left", maintain_order="left")
+          .join(p, on=[*vkey, "participant_id"], how="left", maintain_order="left")
+          .join(c, on=vkey, how="left", maintain_order="left")
+          .with_columns(pl.col("media_type").fill_null("unknown"))
+          .with_row_index("_w"))
+    if labels is not None and labels.height and w.height:
+        as_of = (w.select("_w", "wrap_up_code_id", "conversation_start")
+                 .join(labels, on="wrap_up_code_id", how="inner")
+                 .filter((pl.col("valid_from") <= pl.col("conversation_start"))
+                         & (pl.col("valid_to").is_null() | (pl.col("conversation_start") < pl.col("valid_to"))))
+                 .sort("_w", "valid_from")
+                 .unique(subset="_w", keep="last", maintain_order=True)
+                 .select("_w", "wrap_up_code_label"))
+        # Before the dimension's first version of a code, its earliest known name (as the dimension does).
+        earliest = (labels.sort("valid_from").unique(subset="wrap_up_code_id", keep="first", maintain_order=True)
+                    .select("wrap_up_code_id", pl.col("valid_from").alias("_first"),
+                            pl.col("wrap_up_code_label").alias("_earliest")))
+        w = (w.join(as_of, on="_w", how="left", maintain_order="left")
+              .join(earliest, on="wrap_up_code_id", how="left", maintain_order="left")
+              .with_columns(pl.when(pl.col("wrap_up_code_label").is_null()
+                                    & (pl.col("conversation_start") < pl.col("_first")))
+                            .then(pl.col("_earliest")).otherwise(pl.col("wrap_up_code_label"))
+                            .alias("wrap_up_code_label"))
+              .drop("_first", "_earliest"))
+    else:
+        w = w.with_columns(pl.lit(None, pl.String).alias("wrap_up_code_label"))
+    return w.with_columns(pl.lit(SCHEMA_VERSION, pl.Int16).alias("schema_version")).drop("_w")
+
+
+def wrapup_facts(flat: FlatTables, labels: pl.DataFrame | pa.Table | None = None) -> pa.Table:
+    """``WRAPUP_FACTS_SCHEMA`` rows for the day: the immutable code id plus its label as of the conversation.
+
+    ``labels`` is the wrap-up code dimension (``WRAPUP_LABELS_SCHEMA``, or the wrapup_dimension frame with
+    ``name``): one row per version with valid_from / valid_to. The label is the version valid at
+    ``conversation_start`` (a deleted code's versions stay, so it keeps its historical label); before the first
+    version, the earliest name; null for a code the dimension has never seen. Codes are never checked against
+    today's configuration, and the id is kept whatever the label.
+    """
+    frames = [pl.from_arrow(t).with_columns(pl.col(pl.Categorical).cast(pl.String))  # type: ignore[union-attr]
+              for t in (flat.conversations, flat.participants, flat.sessions, flat.segments)]
+    out = _wrapup_frame(*frames, _prepare_labels(labels))  # type: ignore[arg-type]
+    return _to_schema(out, WRAPUP_FACTS_SCHEMA)
+
+
+# ============================================================================================== streaming
+
+class _ParquetSink:
+    """Writes one table as 100k-row row groups into files of about ``rows_per_file`` rows, atomically."""
+
+    def __init__(self, folder: Path, name: str, schema: pa.Schema, rows_per_file: int) -> None:
+        self.folder, self.name = folder, name
+        self.schema = schema.with_metadata({**(schema.metadata or {}),
+                                            b"genesys_assets.table": name.encode(),
+                                            b"genesys_assets.schema_version": str(SCHEMA_VERSION).encode()})
+        self.rows_per_file = max(ROW_GROUP_SIZE, rows_per_file)
+        self.dict_columns = [f.name for f in schema if pa.types.is_dictionary(f.type)]
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._tmp: Path | None = None
+        self._file_rows = 0
+        self.files: list[Path] = []
+        self.rows = 0
+        self.bytes = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        self._buffer.append(table)
+        self._buffered += table.num_rows
+        while self._buffered >= ROW_GROUP_SIZE:
+            self._flush(ROW_GROUP_SIZE)
+
+    def _flush(self, n: int) -> None:
+        data = pa.concat_tables(self._buffer).unify_dictionaries()
+        group, rest = data.slice(0, n), data.slice(n)
+        self._buffer = [rest] if rest.num_rows else []
+        self._buffered = rest.num_rows
+        if self._writer is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            final = self.folder / f"part-{len(self.files):05d}.parquet"
+            self._tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+            self.files.append(final)
+            self._writer = pq.ParquetWriter(
+                self._tmp, self.schema, compression=PARQUET_COMPRESSION, use_dictionary=self.dict_columns,
+                write_statistics=True, store_schema=True)
+        self._writer.write_table(group.combine_chunks(), row_group_size=ROW_GROUP_SIZE)
+        self._file_rows += group.num_rows
+        self.rows += group.num_rows
+        if self._file_rows >= self.rows_per_file:
+            self._close_file()
+
+    def _close_file(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        assert self._tmp is not None
+        final = self.files[-1]
+        os.replace(self._tmp, final)
+        self.bytes += final.stat().st_size
+        self._writer, self._tmp, self._file_rows = None, None, 0
+
+    def close(self) -> None:
+        if self._buffered:
+            self._flush(self._buffered)
+        if self._writer is None and not self.files:  # an empty day still gets a (schema-only) file
+            self.folder.mkdir(parents=True, exist_ok=True)
+            final = self.folder / "part-00000.parquet"
+            tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+            pq.write_table(self.schema.empty_table(), tmp, compression=PARQUET_COMPRESSION)
+            os.replace(tmp, final)
+            self.files.append(final)
+            self.bytes += final.stat().st_size
+        self._close_file()
+
+
+@dataclass
+class DayResult:
+    """What a day's flattening did: counts for reconciliation and metadata, and the files written."""
+
+    day: date
+    pages: int = 0
+    conversations_in: int = 0
+    dropped_neighbours: int = 0
+    duplicate_conversations: int = 0
+    duplicate_segments: int = 0
+    conform_pages: int = 0
+    unknown_fields: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    bytes_written: dict[str, int] = field(default_factory=dict)
+    files: dict[str, list[Path]] = field(default_factory=dict)
+
+    @property
+    def conversations(self) -> int:
+        return self.rows.get("conversations", 0)
+
+
+class DayFlattener:
+    """Flatten a day page by page with memory flat in the day's size.
+
+    ``add_page(raw)`` parses a page (on a background thread, so parsing the next page overlaps flattening the
+    current batch); every ``spill_conversations`` conversations the batch is flattened and spilled to zstd
+    Parquet part files under ``work_dir``. ``finish(out_dir)`` picks the surviving version of every conversation
+    across the whole day from the (small) conversation parts, then streams each table's parts through a semi-join
+    on the version ordinal into ``out_dir/<table>/part-NNNNN.parquet``: 100k-row row groups, zstd, one file per
+    table unless it would exceed ``TARGET_FILE_BYTES``. Nothing is written to ``out_dir`` before ``finish``;
+    every file appears atomically.
+    """
+
+    def __init__(self, day: date, work_dir: str | Path, hmac_key: bytes | str | AddressHasher, *,
+                 labels: pl.DataFrame | pa.Table | None = None, spill_conversations: int = 10_000,
+                 parse_ahead: int = 2) -> None:
+        self.day = day
+        self.work_dir = Path(work_dir)
+        self.parts_dir = self.work_dir / f"parts-{day.isoformat()}"
+        if self.parts_dir.exists():
+            shutil.rmtree(self.parts_dir)  # a crashed earlier attempt: start clean, parts are not resumable
+        self.parts_dir.mkdir(parents=True)
+        self.hasher = _hasher(hmac_key)
+        self.labels = _prepare_labels(labels)
+        self.spill_conversations = spill_conversations
+        self.result = DayResult(day=day)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse") if parse_ahead else None
+        self._parse_ahead = parse_ahead
+        self._pending: list[Future[pa.Table]] = []
+        self._parsed: list[pa.Table] = []
+        self._parsed_rows = 0
+        self._seq = 0
+        self._spills = 0
+        self._unknown: set[str] = set()
+        self._finished = False
+
+    # ---- input ----------------------------------------------------------------------------------------
+    def add_page(self, raw: bytes) -> None:
+        """Queue one raw result page."""
+        self._check_open()
+        self.result.pages += 1
+        if self._pool is None:
+            self._accept(parse_page(raw))
+            return
+        self._pending.append(self._pool.submit(parse_page, raw))
+        while len(self._pending) > self._parse_ahead:
+            self._accept(self._pending.pop(0).result())
+
+    def add_pages(self, pages: Iterable[bytes]) -> None:
+        for raw in pages:
+            self.add_page(raw)
+
+    def add_table(self, table: pa.Table) -> None:
+        """Queue an already parsed page (``parse_page`` output)."""
+        self._check_open()
+        self.result.pages += 1
+        self._drain()
+        self._accept(table)
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise RuntimeError("DayFlattener.finish() was already called")
+
+    def _drain(self) -> None:
+        while self._pending:
+            self._accept(self._pending.pop(0).result())
+
+    def _accept(self, table: pa.Table) -> None:
+        meta = table.schema.metadata or {}
+        if meta.get(b"parse_path") == b"conform":
+            self.result.conform_pages += 1
+        if meta.get(b"unknown_fields"):
+            self._unknown.update(json.loads(meta[b"unknown_fields"]))
+        self._parsed.append(table.replace_schema_metadata(None))
+        self._parsed_rows += table.num_rows
+        if self._parsed_rows >= self.spill_conversations:
+            self._spill()
+
+    # ---- spilling -------------------------------------------------------------------------------------
+    def _spill(self) -> None:
+        if not self._parsed:
+            return
+        batch = pa.concat_tables(self._parsed)
+        self._parsed, self._parsed_rows = [], 0
+        fr = _flatten_frames(batch, self.day, self.hasher, seq_start=self._seq)
+        self._seq += batch.num_rows
+        r = self.result
+        r.conversations_in += fr.conversations_in
+        r.dropped_neighbours += fr.dropped_neighbours
+        r.duplicate_segments += fr.duplicate_segments
+        facts = _wrapup_frame(fr.conversations, fr.participants, fr.sessions, fr.segments, self.labels)
+        out = {"conversations": fr.conversations, "participants": fr.participants, "sessions": fr.sessions,
+               "segments": fr.segments, "wrapup_facts": facts}
+        for name, df in out.items():
+            folder = self.parts_dir / name
+            folder.mkdir(exist_ok=True)
+            df.write_ipc(folder / f"{self._spills:06d}.arrow", compression="lz4")  # cheap to write and rescan
+        self._spills += 1
+
+    # ---- the day --------------------------------------------------------------------------------------
+    def finish(self, out_dir: str | Path, *, keep_work: bool = False) -> DayResult:
+        """Dedup across the whole day and write the final tables into ``out_dir``; return the counts."""
+        self._check_open()
+        self._drain()
+        self._spill()
+        self._finished = True
+        if self._pool is not None:
+            self._pool.shutdown()
+        out = Path(out_dir)
+        r = self.result
+        r.unknown_fields = sorted(self._unknown)
+        parts = {name: sorted((self.parts_dir / name).glob("*.arrow")) for name in TABLES}
+        if parts["conversations"]:
+            winners = _select_versions(pl.scan_ipc(parts["conversations"])).collect(engine="streaming")
+            total = pl.scan_ipc(parts["conversations"]).select(pl.len()).collect().item()
+        else:
+            winners, total = pl.DataFrame({"_seq": []}, schema={"_seq": pl.Int64}), 0
+        r.duplicate_conversations = total - winners.height
+        for name in TABLES:
+            schema = TABLE_SCHEMAS[name]
+            files = parts[name]
+            if files:
+                lf = pl.scan_ipc(files).join(winners.lazy(), on="_seq", how="semi", maintain_order="left")
+                rows = lf.select(pl.len()).collect(engine="streaming").item()
+                kept = rows / max(1, pl.scan_ipc(files).select(pl.len()).collect().item())
+                est = sum(f.stat().st_size for f in files) * kept * _PART_TO_PARQUET
+                n_files = max(1, math.ceil(est / TARGET_FILE_BYTES))
+                rows_per_file = math.ceil(rows / n_files / ROW_GROUP_SIZE) * ROW_GROUP_SIZE
+            else:
+                lf, rows_per_file = None, ROW_GROUP_SIZE
+            sink = _ParquetSink(out / name, name, schema, rows_per_file)
+            try:
+                if lf is not None:
+                    for batch in _batches(lf.drop("_seq")):
+                        sink.write(_to_schema(batch, schema))
+                sink.close()
+            except BaseException:
+                if sink._tmp is not None and sink._tmp.exists():
+                    sink._tmp.unlink()
+                raise
+            r.rows[name] = sink.rows
+            r.bytes_written[name] = sink.bytes
+            r.files[name] = sink.files
+        if not keep_work:
+            shutil.rmtree(self.parts_dir, ignore_errors=True)
+        return r
+
+    def close(self) -> None:
+        """Abandon the day: stop the parser thread and remove the part files."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+        shutil.rmtree(self.parts_dir, ignore_errors=True)
+        self._finished = True
+
+    def __enter__(self) -> DayFlattener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._finished:
+            self.close()
+
+
+def _batches(lf: pl.LazyFrame) -> Iterator[pl.DataFrame]:
+    """Stream a lazy query in order, in bounded batches."""
+    yield from lf.collect_batches(chunk_size=ROW_GROUP_SIZE, maintain_order=True, engine="streaming")

@@ -1,0 +1,428 @@
+"""Conversation details: parsing, flattening, dedup, day membership, wrap-up facts and the streamed day files."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from genesys_assets.lib.conversation_details import (
+    ROW_GROUP_SIZE,
+    AddressHasher,
+    DayFlattener,
+    MissingRequiredFieldError,
+    flatten,
+    normalize_address,
+    parse_page,
+    wrapup_facts,
+)
+from genesys_assets.lib.schemas import TABLE_SCHEMAS, WRAPUP_FACTS_SCHEMA
+from genesys_assets.sandbox.conversations import ConversationStore
+
+DAY = date(2024, 3, 5)
+KEY = b"test-hmac-key"
+PHONE = "tel:+13175550142"
+PHONE_DIGITS = "3175550142"
+DNIS = "tel:+18005550100"
+DIVISION = "div-home"
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+def seg(start: str, end: str | None, kind: str, **extra: object) -> dict:
+    out: dict = {"segmentStart": start, "segmentType": kind, **extra}
+    if end:
+        out["segmentEnd"] = end
+    return out
+
+
+def conversation(cid: str, start: str, end: str | None = None, *, code: str = "code-sale",
+                 agent_segments: list[dict] | None = None, **extra: object) -> dict:
+    """A voice conversation shaped like AnalyticsConversation: customer, ACD, one agent with a wrap-up."""
+    agent_segments = agent_segments if agent_segments is not None else [
+        seg(start, "2024-03-05T10:05:00.000Z", "interact", queueId="q-1"),
+        seg("2024-03-05T10:05:00.000Z", "2024-03-05T10:06:00.000Z", "wrapup", queueId="q-1", wrapUpCode=code,
+            wrapUpNote="call back on +1 317 555 0142 please"),
+    ]
+    conv = {
+        "conversationId": cid, "conversationStart": start, "originatingDirection": "inbound",
+        "conversationInitiator": "customer", "divisionIds": [DIVISION], "mediaStatsMinConversationMos": 4.21,
+        "participants": [
+            {"participantId": f"{cid}-c", "participantName": "+1 (317) 555-0142", "purpose": "customer",
+             "attributes": {"intent": "billing", "callback": "tel:+13175550142"},
+             "sessions": [{"sessionId": f"{cid}-cs", "mediaType": "voice", "direction": "inbound",
+                           "ani": PHONE, "dnis": DNIS, "recording": True,
+                           "segments": [seg(start, end, "interact")]}]},
+            {"participantId": f"{cid}-q", "participantName": "Support", "purpose": "acd",
+             "sessions": [{"sessionId": f"{cid}-qs", "mediaType": "voice", "direction": "inbound",
+                           "ani": PHONE, "dnis": DNIS,
+                           "metrics": [{"name": "nOffered", "value": 1, "emitDate": start},
+                                       {"name": "tAcd", "value": 4000, "emitDate": start}],
+                           "segments": [seg(start, start, "interact", queueId="q-1")]}]},
+            {"participantId": f"{cid}-a", "participantName": "Ada Agent", "purpose": "agent", "userId": "user-ada",
+             "sessions": [{"sessionId": f"{cid}-as", "mediaType": "voice", "direction": "inbound",
+                           "ani": PHONE, "dnis": DNIS,
+                           "metrics": [
+                               {"name": "tAlert", "value": 3000, "emitDate": start},
+                               {"name": "tAnswered", "value": 7000, "emitDate": start},
+                               {"name": "nConnected", "value": 1, "emitDate": start},
+                               {"name": "tTalk", "value": 240000, "emitDate": start},
+                               {"name": "tHeld", "value": 10000, "emitDate": start},
+                               {"name": "tHeld", "value": 5000, "emitDate": start},  # two holds: summed
+                               {"name": "tAcw", "value": 60000, "emitDate": start},
+                               {"name": "tHandle", "value": 315000, "emitDate": start},
+                               {"name": "tSomethingNew", "value": 1, "emitDate": start},  # not pivoted
+                           ],
+                           "segments": agent_segments}]},
+        ],
+        **extra,
+    }
+    if end:
+        conv["conversationEnd"] = end
+    return conv
+
+
+def page(convs: list[dict], cursor: str | None = "next") -> bytes:
+    body: dict = {"conversations": convs, "dataAvailabilityDate": "2024-03-07T00:00:00.000Z"}
+    if cursor:
+        body["cursor"] = cursor
+    return orjson.dumps(body)
+
+
+def flat_of(*pages: bytes, day: date = DAY):
+    return flatten([parse_page(p) for p in pages], day, KEY)
+
+
+@pytest.fixture(scope="module")
+def emulator_pages(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+    """20 realistic pages (20,000 conversations) from the sandbox tenant, 1,000 per page like the API."""
+    store = ConversationStore(tmp_path_factory.mktemp("tenant"), seed=11, conversations_per_day=20_000)
+    try:
+        data = store.day(DAY)
+        rows = [data.raw(i) for i in range(len(data))]
+    finally:
+        store.close()
+    return [b'{"conversations":[' + b",".join(rows[i:i + 1000]) + b'],"cursor":"c' + str(i).encode() + b'"}'
+            for i in range(0, len(rows), 1000)]
+
+
+@pytest.fixture(scope="module")
+def day_output(emulator_pages: list[bytes], tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("day")
+    with DayFlattener(DAY, out / "work", KEY, spill_conversations=5_000) as flattener:
+        flattener.add_pages(emulator_pages)
+        result = flattener.finish(out / "out")
+    return result, out / "out"
+
+
+# ------------------------------------------------------------------------------------------------- parsing
+
+def test_parse_page_is_one_row_per_conversation_with_cursor_and_map_attributes() -> None:
+    t = parse_page(page([conversation("c1", "2024-03-05T10:00:00.000Z", "2024-03-05T10:06:00.000Z")], "abc"))
+    assert t.num_rows == 1
+    assert t.schema.metadata[b"cursor"] == b"abc"
+    assert t.schema.metadata[b"parse_path"] == b"fast"
+    attrs = t.column("participants")[0].as_py()[0]["attributes"]
+    assert dict(attrs) == {"intent": "billing", "callback": "tel:+13175550142"}
+    assert t.schema.field("conversationStart").type == pa.timestamp("us", tz="UTC")
+
+
+def test_empty_and_last_pages_parse() -> None:
+    assert parse_page(b"").num_rows == 0
+    assert parse_page(page([], cursor=None)).num_rows == 0
+    assert parse_page(b'{"dataAvailabilityDate":"2024-03-07T00:00:00Z"}').num_rows == 0
+
+
+def test_schema_drift_unknown_keys_missing_keys_and_attribute_types_do_not_crash() -> None:
+    c1 = conversation("c1", "2024-03-05T10:00:00.000Z", "2024-03-05T10:06:00.000Z", brandNewField={"x": [1, 2]})
+    c1["participants"][0]["sessions"][0]["newSessionThing"] = 42
+    c1["participants"][0]["attributes"] = {"intent": "billing", "visits": 3, "vip": True, "score": 4.5,
+                                           "gone": None, "blob": {"a": 1}}
+    c2 = conversation("c2", "2024-03-05T11:00:00.000Z")  # no end, ongoing
+    del c2["originatingDirection"], c2["mediaStatsMinConversationMos"], c2["divisionIds"]
+    c2["participants"][0]["attributes"] = {"visits": "three"}  # same key, another type on the same page
+    t = parse_page(page([c1, c2]))
+    assert t.schema.metadata[b"parse_path"] == b"conform"  # type conflict: the lossless path, not a crash
+    attrs = [dict(p[0]["attributes"]) for p in t.column("participants").to_pylist()]
+    assert attrs[0] == {"intent": "billing", "visits": "3", "vip": "true", "score": "4.5", "blob": '{"a":1}'}
+    assert attrs[1] == {"visits": "three"}
+    flat = flatten(t, DAY, KEY)
+    conv = flat.conversations.to_pylist()
+    assert [c["conversation_id"] for c in conv] == ["c1", "c2"]
+    assert conv[1]["originating_direction"] is None and conv[1]["conversation_end"] is None
+
+
+def test_unknown_keys_alone_stay_on_the_fast_path_and_are_listed() -> None:
+    c1 = conversation("c1", "2024-03-05T10:00:00.000Z", "2024-03-05T10:06:00.000Z", brandNewField="x")
+    c1["participants"][2]["sessions"][0]["segments"][0]["segmentNovelty"] = 7
+    t = parse_page(page([c1]))
+    assert t.schema.metadata[b"parse_path"] == b"fast"
+    unknown = json.loads(t.schema.metadata[b"unknown_fields"])
+    assert "conversations[].brandNewField" in unknown
+    assert "conversations[].participants[].sessions[].segments[].segmentNovelty" in unknown
+    assert flatten(t, DAY, KEY).segments.num_rows == 4
+
+
+def test_wrongly_typed_known_field_is_coerced() -> None:
+    c1 = conversation("c1", "2024-03-05T10:00:00.000Z", "2024-03-05T10:06:00.000Z", externalTag=12345)
+    c1["participants"][2]["sessions"][0]["metrics"][0]["value"] = "3000"
+    flat = flat_of(page([c1]))
+    assert flat.conversations.column("external_tag").to_pylist() == ["12345"]
+    assert flat.sessions.column("t_alert_ms").to_pylist()[2] == 3000
+
+
+def test_missing_required_key_fails_with_the_conversation_id() -> None:
+    bad = conversation("c-bad", "2024-03-05T10:00:00.000Z")
+    del bad["conversationStart"]
+    with pytest.raises(MissingRequiredFieldError, match="c-bad"):
+        flat_of(page([bad]))
+
+
+# ---------------------------------------------------------------------------------------------- flattening
+
+def test_metrics_are_pivoted_summed_and_null_when_absent() -> None:
+    flat = flat_of(page([conversation("c1", "2024-03-05T10:00:00.000Z", "2024-03-05T10:06:00.000Z")]))
+    by_purpose = {s["participant_id"][-1]: s for s in flat.sessions.to_pylist()}
+    agent, acd, customer = by_purpose["a"], by_purpose["q"], by_purpose["c"]
+    assert (agent["t_handle_ms"], agent["t_talk_ms"], agent["t_acw_ms"], agent["t_held_ms"]) == (
+        315000, 240000, 60000, 15000)
+    assert (agent["t_alert_ms"], agent["t_answered_ms"], agent["n_connected"]) == (3000, 7000, 1)
+    assert agent["n_transferred"] is None and agent["t_ivr_ms"] is None
+    assert (acd["n_offered"], acd["t_acd_ms"], acd["t_handle_ms"]) == (1, 4000, None)
+    assert all(v is None for k, v in customer.items() if k.startswith(("t_", "n_")))
+    assert "tSomethingNew" not in flat.sessions.column_names
+
+
+def test_day_filter_keeps_starts_in_the_half_open_day_and_counts_neighbours() -> None:
+    convs = [
+        conversation("prev-day", "2024-03-04T23:50:00.000Z", "2024-03-05T00:10:00.000Z"),  # neighbour
+        conversation("at-midnight", "2024-03-05T00:00:00.000Z", "2024-03-05T00:10:00.000Z"),
+        conversation("crosses", "2024-03-05T23:50:00.000Z", "2024-03-06T00:20:00.000Z"),  # belongs here
+        conversation("next-day", "2024-03-06T00:00:00.000Z", "2024-03-06T00:05:00.000Z"),  # excluded bound
+    ]
+    flat = flat_of(page(convs))
+    assert flat.conversations.column("conversation_id").to_pylist() == ["at-midnight", "crosses"]
+    assert flat.conversations_in == 4 and flat.dropped_neighbours == 2
+    for table in (flat.participants, flat.sessions, flat.segments):
+        assert set(table.column("conversation_id").to_pylist()) == {"at-midnight", "crosses"}
+    # The crosser is in the next day's job too; there it is a neighbour.
+    assert flat_of(page(convs), day=date(2024, 3, 6)).conversations.column("conversation_id").to_pylist() == [
+        "next-day"]
+
+
+def test_conversation_dedup_keeps_the_most_complete_version_whatever_the_page_order() -> None:
+    start = "2024-03-05T10:00:00.000Z"
+    early = conversation("dup", start, None, agent_segments=[seg(start, None, "interact", queueId="q-1")],
+                         externalTag="early")
+    final = conversation("dup", start, "2024-03-05T10:06:00.000Z", externalTag="final")
+    for order in ([early, final], [final, early]):
+        flat = flat_of(page([order[0]]), page([order[1]]))
+        assert flat.conversations.column("external_tag").to_pylist() == ["final"]
+        assert flat.duplicate_conversations == 1
+        assert flat.segments.num_rows == 4  # the surviving version's segments only
+        assert flat.participants.num_rows == 3 and flat.sessions.num_rows == 3
+
+
+def test_exact_ties_go_to_the_later_page() -> None:
+    start, end = "2024-03-05T10:00:00.000Z", "2024-03-05T10:06:00.000Z"
+    a = conversation("tie", start, end, externalTag="first-page")
+    b = conversation("tie", start, end, externalTag="second-page")
+    assert flat_of(page([a]), page([b])).conversations.column("external_tag").to_pylist() == ["second-page"]
+
+
+def test_segment_dedup_within_a_session() -> None:
+    start = "2024-03-05T10:00:00.000Z"
+    segments = [seg(start, "2024-03-05T10:05:00.000Z", "interact", queueId="q-1"),
+                seg(start, "2024-03-05T10:05:00.000Z", "interact", queueId="q-1"),  # duplicate key
+                seg(start, "2024-03-05T10:01:00.000Z", "hold", queueId="q-1"),  # same start, other type: kept
+                seg("2024-03-05T10:05:00.000Z", "2024-03-05T10:06:00.000Z", "wrapup", wrapUpCode="code-sale")]
+    flat = flat_of(page([conversation("c1", start, "2024-03-05T10:06:00.000Z", agent_segments=segments)]))
+    agent = [s for s in flat.segments.to_pylist() if s["participant_id"] == "c1-a"]
+    assert [s["segment_type"] for s in agent] == ["interact", "hold", "wrapup"]
+    assert flat.duplicate_segments == 1
+    assert flat.conversations.column("segment_count").to_pylist() == [5]
+
+
+def test_flat_tables_have_the_explicit_schemas() -> None:
+    flat = flat_of(page([conversation("c1", "2024-03-05T10:00:00.000Z", "2024-03-05T10:06:00.000Z")]))
+    for name, table in flat.tables().items():
+        assert table.schema.equals(TABLE_SCHEMAS[name], check_metadata=False), name
+
+
+# ------------------------------------------------------------------------------------------ personal data
+
+def test_addresses_are_hashed_with_the_key_and_normalised() -> None:
+    flat = flat_of(page([conversation("c1", "2024-03-05T10:00:00.000Z", "2024-03-05T10:06:00.000Z")]))
+    hasher = AddressHasher(KEY)
+    s = flat.sessions.to_pylist()[0]
+    assert s["ani_hash"] == hasher.hash(PHONE) == hasher.hash("+1 (317) 555-0142")
+    assert s["dnis_hash"] == hasher.hash(DNIS)
+    assert AddressHasher(b"other-key").hash(PHONE) != s["ani_hash"]
+    assert normalize_address("TEL:+1 317-555-0142") == "+13175550142"
+    p = flat.participants.to_pylist()[0]
+    assert p["participant_name"] == hasher.hash("+1 (317) 555-0142")  # a caller-id name that is a number
+    assert dict(p["attributes"])["callback"] == hasher.hash(PHONE)
+    assert flat.segments.to_pylist()[-1]["wrap_up_note"] == "call back on [phone] please"
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)
+
+
+def test_no_clear_phone_number_anywhere_in_the_written_files(tmp_path: Path) -> None:
+    convs = [conversation(f"c{i}", f"2024-03-05T1{i}:00:00.000Z", "2024-03-05T19:06:00.000Z") for i in range(3)]
+    with DayFlattener(DAY, tmp_path / "work", KEY) as f:
+        f.add_page(page(convs))
+        result = f.finish(tmp_path / "out")
+    assert result.rows["conversations"] == 3
+    files = [p for ps in result.files.values() for p in ps]
+    digits = {PHONE_DIGITS, "18005550100", "555-0142", "555 0142"}
+    for path in files:
+        raw = path.read_bytes()
+        assert not any(d.encode() in raw for d in digits), path
+        decoded = json.dumps(pq.read_table(path).to_pylist(), default=str)  # and decompressed
+        assert not any(d in decoded for d in digits), path
+        assert not any(d in s for row in pq.read_table(path).to_pylist() for s in _strings(row) for d in digits)
+
+
+# ------------------------------------------------------------------------------------------- wrap-up facts
+
+LABELS = pl.DataFrame({
+    "wrap_up_code_id": ["code-sale", "code-sale", "code-spam"],
+    "wrap_up_code_label": ["Sale", "Purchase", "Spam"],
+    "valid_from": [datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 3, 5, 12, tzinfo=UTC),
+                   datetime(2024, 1, 1, tzinfo=UTC)],
+    "valid_to": [datetime(2024, 3, 5, 12, tzinfo=UTC), None, datetime(2024, 3, 6, tzinfo=UTC)],  # spam: deleted
+})
+
+
+def test_wrapup_facts_fields_and_labels_as_of_the_conversation() -> None:
+    convs = [conversation("morning", "2024-03-05T10:00:00.000Z", "2024-03-05T10:06:00.000Z"),
+             conversation("evening", "2024-03-05T13:00:00.000Z", "2024-03-05T13:06:00.000Z"),
+             conversation("spam", "2024-03-05T14:00:00.000Z", "2024-03-05T14:06:00.000Z", code="code-spam"),
+             conversation("unknown", "2024-03-05T15:00:00.000Z", "2024-03-05T15:06:00.000Z", code="code-new")]
+    facts = wrapup_facts(flat_of(page(convs)), LABELS)
+    assert facts.schema.equals(WRAPUP_FACTS_SCHEMA)
+    rows = {r["conversation_id"]: r for r in facts.to_pylist()}
+    assert rows["morning"]["wrap_up_code_label"] == "Sale"  # label before the rename
+    assert rows["evening"]["wrap_up_code_label"] == "Purchase"  # renamed: same id, new label
+    assert rows["evening"]["wrap_up_code_id"] == rows["morning"]["wrap_up_code_id"] == "code-sale"
+    assert rows["spam"]["wrap_up_code_label"] == "Spam"  # deleted since, still its historical label
+    assert rows["unknown"]["wrap_up_code_id"] == "code-new" and rows["unknown"]["wrap_up_code_label"] is None
+    m = rows["morning"]
+    assert m["participant_id"] == "morning-a" and m["user_id"] == "user-ada" and m["queue_id"] == "q-1"
+    assert (m["media_type"], m["direction"], m["division_id"]) == ("voice", "inbound", DIVISION)
+    assert (m["t_acw_ms"], m["t_handle_ms"], m["schema_version"]) == (60000, 315000, 1)
+    assert m["segment_start"] == datetime(2024, 3, 5, 10, 5, tzinfo=UTC)
+    assert m["conversation_start"] == datetime(2024, 3, 5, 10, tzinfo=UTC)
+    assert wrapup_facts(flat_of(page(convs)), None).column("wrap_up_code_label").null_count == 4
+
+
+def test_wrapup_facts_schema_is_dictionary_encoded_and_utc() -> None:
+    dicts = {f.name for f in WRAPUP_FACTS_SCHEMA if pa.types.is_dictionary(f.type)}
+    assert dicts == {"media_type", "direction", "wrap_up_code_id", "wrap_up_code_label", "queue_id", "division_id"}
+    for name in ("conversation_start", "segment_start", "segment_end"):
+        assert WRAPUP_FACTS_SCHEMA.field(name).type == pa.timestamp("us", tz="UTC")
+    assert WRAPUP_FACTS_SCHEMA.field("wrap_up_code_id").nullable
+    assert not WRAPUP_FACTS_SCHEMA.field("media_type").nullable
+
+
+# ---------------------------------------------------------------------------------------- streaming the day
+
+def test_day_files_schema_row_groups_compression(day_output) -> None:
+    result, out = day_output
+    assert result.conversations_in == 20_000 == result.rows["conversations"]
+    assert result.rows["segments"] > ROW_GROUP_SIZE  # so row groups are really cut
+    for name, schema in TABLE_SCHEMAS.items():
+        files = sorted((out / name).glob("*.parquet"))
+        assert files == result.files[name] and len(files) == 1  # one file per table per day
+        meta = pq.ParquetFile(files[0]).metadata
+        assert meta.num_rows == result.rows[name]
+        assert all(meta.row_group(i).num_rows == ROW_GROUP_SIZE for i in range(meta.num_row_groups - 1))
+        assert meta.row_group(0).column(0).compression == "ZSTD"
+        assert pq.read_schema(files[0]).equals(schema, check_metadata=False), name
+        assert pq.read_schema(files[0]).metadata[b"genesys_assets.schema_version"] == b"1"
+    # The emulator's truth: every wrapup segment is one fact, every conversation once.
+    segments = pl.read_parquet(out / "segments")
+    facts = pl.read_parquet(out / "wrapup_facts")
+    assert facts.height == segments.filter(pl.col("segment_type") == "wrapup").height
+    assert pl.read_parquet(out / "conversations")["conversation_id"].n_unique() == 20_000
+    assert not list(out.parent.glob("work/parts-*"))  # the part files are cleaned up
+
+
+def test_day_dedups_across_pages_and_drops_neighbours(emulator_pages: list[bytes], tmp_path: Path) -> None:
+    extra = page([conversation("prev", "2024-03-04T23:59:00.000Z", "2024-03-05T00:03:00.000Z")])
+    pages = [*emulator_pages[:3], emulator_pages[1], extra]  # a retried page and a neighbour
+    with DayFlattener(DAY, tmp_path / "work", KEY, spill_conversations=1_000) as f:
+        f.add_pages(pages)
+        r = f.finish(tmp_path / "out")
+    assert r.conversations_in == 4_001 and r.dropped_neighbours == 1 and r.duplicate_conversations == 1_000
+    assert r.rows["conversations"] == 3_000
+    segs = pl.read_parquet(r.files["segments"])
+    assert segs.select("conversation_id", "participant_id", "session_id", "segment_start", "segment_type"
+                       ).is_duplicated().sum() == 0
+
+
+def test_rerunning_a_day_writes_identical_bytes(emulator_pages: list[bytes], tmp_path: Path) -> None:
+    digests = []
+    for run in range(2):
+        with DayFlattener(DAY, tmp_path / f"w{run}", KEY) as f:
+            f.add_pages(emulator_pages[:2])
+            r = f.finish(tmp_path / f"o{run}")
+        digests.append({n: [p.read_bytes() for p in ps] for n, ps in r.files.items()})
+    assert digests[0] == digests[1]
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss_during(fn) -> int:
+    peak, stop = [_rss()], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss())
+            time.sleep(0.005)
+
+    t = threading.Thread(target=sample)
+    t.start()
+    try:
+        fn()
+    finally:
+        stop.set()
+        t.join()
+    return peak[0]
+
+
+def test_memory_does_not_grow_with_the_number_of_pages(emulator_pages: list[bytes], tmp_path: Path) -> None:
+    def run(n: int) -> None:
+        with DayFlattener(DAY, tmp_path / f"w{n}", KEY, spill_conversations=2_000) as f:
+            for i in range(n):
+                f.add_page(emulator_pages[i % len(emulator_pages)])
+            f.finish(tmp_path / f"o{n}")
+
+    run(2)  # warm up allocators and imports
+    base = _rss()
+    small = _peak_rss_during(lambda: run(4)) - base
+    large = _peak_rss_during(lambda: run(20)) - base
+    # 5x the pages (~74 MB of JSON): a non-streaming flattener would hold several times that.
+    assert large < max(2 * small, small + 96 * 2**20), (small >> 20, large >> 20)
