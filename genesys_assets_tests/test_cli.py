@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -90,3 +91,38 @@ def test_demo_materializes_every_asset_and_keeps_run_history(tmp_path: Path) -> 
     for path in home.rglob("*"):
         if path.is_file() and "sandbox" not in path.relative_to(home).parts:
             assert secret not in path.read_bytes(), f"client secret found in {path}"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_dev_serves_the_ui_with_the_assets_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    home, port = tmp_path / "home", _free_port()
+    process = subprocess.Popen(_command("dev", "--port", str(port), "--start", "2026-11-02", "--end", "2026-11-02",
+                                        *SMALL), env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                query = json.dumps({"query": "{ assetNodes { assetKey { path } groupName } }"}).encode()
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=query,
+                                                 headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=5) as answer:
+                    nodes = json.loads(answer.read())["data"]["assetNodes"]
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the Dagster UI did not come up"
+                time.sleep(1)
+        assert {"path": ["wrapup_codes"]} in [n["assetKey"] for n in nodes]
+        assert (home / "sandbox" / "endpoints.json").is_file()
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        output, _ = process.communicate(timeout=120)
+    assert process.returncode in (0, 130), output
+    assert "Traceback" not in output, output
+    assert not (home / "sandbox" / "endpoints.json").exists()
