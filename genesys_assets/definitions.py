@@ -17,6 +17,7 @@ from dagster_duckdb import DuckDBResource
 from genesys_assets import settings
 from genesys_assets.resources.genesys_cloud import GenesysCloudResource
 from genesys_assets.resources.lake import Lake
+from genesys_assets.resources.pii import PiiHashingResource
 from genesys_assets.resources.pureconnect import PureConnectResource
 
 
@@ -51,6 +52,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
         ),
         "warehouse": DuckDBResource(database=str(home / "warehouse.duckdb")),
         "recordings_s3": S3Resource(endpoint_url=s3_endpoint, region_name=_optional("AWS_REGION")),
+        "pii": PiiHashingResource(hash_key=dg.EnvVar("GENESYS_PII_HASH_KEY")),
     }
 
 

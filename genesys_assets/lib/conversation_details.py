@@ -33,12 +33,10 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
 import os
-import re
 import shutil
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -54,6 +52,13 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
+from genesys_assets.lib.pii import (
+    PHONE_ATTRIBUTE,
+    PHONE_IN_TEXT,
+    PHONE_REDACTED,
+    AddressHasher,
+    as_hasher,
+)
 from genesys_assets.lib.schemas import (
     CONVERSATION_STRUCT,
     CONVERSATIONS_SCHEMA,
@@ -71,7 +76,6 @@ from genesys_assets.lib.schemas import (
 __all__ = [
     "ROW_GROUP_SIZE",
     "TARGET_FILE_BYTES",
-    "AddressHasher",
     "ConversationDetailsError",
     "DayFlattener",
     "DayResult",
@@ -105,89 +109,6 @@ class MissingRequiredFieldError(ConversationDetailsError):
         super().__init__(f"conversation {conversation_id or '<no conversationId>'} has no {field_name}")
         self.conversation_id = conversation_id
         self.field_name = field_name
-
-
-# ============================================================================================ personal data
-
-_PHONE_VALUE = re.compile(r"^\s*(?:tel:|sip:)?\+?[\d\s().\-/]{7,}(?:@.*)?\s*$", re.IGNORECASE)
-# Attribute values are matched more strictly (account numbers are digits too): only ``tel:``/``sip:``/``+``.
-_PHONE_ATTRIBUTE = r"^\s*(?:(?:tel:|sip:)\+?|\+)\d[\d\s().\-]{5,}\d(?:@.*)?\s*$"
-_PHONE_ATTRIBUTE_RE = re.compile(_PHONE_ATTRIBUTE, re.IGNORECASE)
-# Phone-number-like runs inside free text: an optional +, then >= 9 digits allowing common separators.
-_PHONE_IN_TEXT = r"\+?\d(?:[\s().\-]{0,2}\d){8,}"
-_PHONE_REDACTED = "[phone]"
-
-
-_ADDR_PREFIX = r"^(?:tel:|sips?:)"
-_PHONE_USER = r"^\+?[\d\s().\-/]{7,}$"
-_PHONE_SEPARATORS = r"[\s().\-/]"
-
-
-def normalize_address(value: str) -> str:
-    """Canonical form of an address before hashing, so ``tel:+1 (317) 555-0100`` and ``+13175550100`` agree.
-
-    Lower-cased, ``tel:``/``sip:`` prefix removed, separators removed from a phone-number user part.
-    ``AddressHasher.hash_series`` applies the same rules vectorised.
-    """
-    v = re.sub(_ADDR_PREFIX, "", value.strip().lower())
-    user, at, host = v.partition("@")
-    if re.match(_PHONE_USER, user):
-        user = re.sub(_PHONE_SEPARATORS, "", user)
-    return user + at + host
-
-
-def _normalize_expr(col: pl.Expr) -> pl.Expr:
-    v = col.str.strip_chars().str.to_lowercase().str.replace(_ADDR_PREFIX, "")
-    user = v.str.extract(r"^([^@]*)", 1)
-    rest = v.str.extract(r"^[^@]*(@.*)$", 1).fill_null("")
-    user = pl.when(user.str.contains(_PHONE_USER)).then(user.str.replace_all(_PHONE_SEPARATORS, "")).otherwise(user)
-    return user + rest
-
-
-class AddressHasher:
-    """Keyed hashing (HMAC-SHA256) of addresses: stable join keys for analysts, no clear numbers in the lake."""
-
-    def __init__(self, key: bytes | str) -> None:
-        key_bytes = key.encode() if isinstance(key, str) else bytes(key)
-        if not key_bytes:
-            raise ValueError("an HMAC key is required to hash customer addresses")
-        if len(key_bytes) > 64:
-            key_bytes = hashlib.sha256(key_bytes).digest()
-        key_bytes = key_bytes.ljust(64, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key_bytes))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key_bytes))
-
-    def hash(self, value: str) -> str:
-        """HMAC-SHA256 of the normalised address, first 128 bits as hex."""
-        return self._hmac(normalize_address(value))
-
-    def _hmac(self, normalized: str) -> str:
-        inner = self._inner.copy()
-        inner.update(normalized.encode())
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.hexdigest()[:32]
-
-    def hash_series(self, s: pl.Series) -> pl.Series:
-        """Hash a string column; normalised in Polars, each distinct value HMAC'd once."""
-        if s.null_count() == s.len():
-            return pl.Series(s.name, [None] * s.len(), dtype=pl.String)
-        norm = pl.select(_normalize_expr(pl.lit(s))).to_series()
-        uniq = norm.drop_nulls().unique()
-        hmac = self._hmac
-        hashed = pl.Series([hmac(v) for v in uniq.to_list()], dtype=pl.String)
-        return norm.replace_strict(uniq, hashed, default=None, return_dtype=pl.String).alias(s.name)
-
-    def hash_if_phone(self, s: pl.Series, pattern: str = _PHONE_VALUE.pattern) -> pl.Series:
-        """Replace the values that look like phone numbers by their hash; keep the others."""
-        looks = s.str.contains(pattern)
-        if not looks.any():
-            return s
-        return pl.select(pl.when(looks).then(self.hash_series(s)).otherwise(s)).to_series().alias(s.name)
-
-
-def _hasher(hmac_key: bytes | str | AddressHasher) -> AddressHasher:
-    return hmac_key if isinstance(hmac_key, AddressHasher) else AddressHasher(hmac_key)
 
 
 # ================================================================================================= parsing
@@ -601,10 +522,10 @@ def _flatten_frames(table: pa.Table | pl.DataFrame, day: date, hasher: AddressHa
         _col("segmentStart").alias("segment_start"), _col("segmentEnd").alias("segment_end"),
         _col("segmentType").alias("segment_type"), _col("queueId").alias("queue_id"),
         _col("wrapUpCode").alias("wrap_up_code"),
-        _col("wrapUpNote").str.replace_all(_PHONE_IN_TEXT, _PHONE_REDACTED).alias("wrap_up_note"),
+        _col("wrapUpNote").str.replace_all(PHONE_IN_TEXT, PHONE_REDACTED).alias("wrap_up_note"),
         _col("wrapUpTags").alias("wrap_up_tags"), _col("disconnectType").alias("disconnect_type"),
         _col("errorCode").alias("error_code"), "conference",
-        _col("subject").str.replace_all(_PHONE_IN_TEXT, _PHONE_REDACTED).alias("subject"),
+        _col("subject").str.replace_all(PHONE_IN_TEXT, PHONE_REDACTED).alias("subject"),
     )
 
     seg_counts = segments.group_by("_seq").agg(pl.len().cast(pl.Int32).alias("segment_count"))
@@ -634,7 +555,7 @@ def _flatten_frames(table: pa.Table | pl.DataFrame, day: date, hasher: AddressHa
 def _hash_phone_attributes(attributes: pl.Series, hasher: AddressHasher) -> pl.Series:
     """Attribute values that are phone numbers (``tel:``/``sip:``/``+``) are replaced by their hash."""
     values = attributes.explode().struct.field("value").drop_nulls()
-    phones = values.filter(values.str.contains(_PHONE_ATTRIBUTE)).unique()
+    phones = values.filter(values.str.contains(PHONE_ATTRIBUTE)).unique()
     if phones.len() == 0:
         return attributes
     hashed = pl.Series([hasher.hash(v) for v in phones.to_list()], dtype=pl.String)
@@ -716,7 +637,7 @@ def flatten(conversations: pa.Table | pl.DataFrame | Iterable[pa.Table], day: da
     if not isinstance(conversations, pa.Table | pl.DataFrame):
         tables = [t.replace_schema_metadata(None) for t in conversations]
         conversations = pa.concat_tables(tables) if tables else PARSED_CONVERSATION_SCHEMA.empty_table()
-    frames = _flatten_frames(conversations, day, _hasher(hmac_key))
+    frames = _flatten_frames(conversations, day, as_hasher(hmac_key))
     return _finish_frames(frames)[0]
 
 
@@ -920,7 +841,7 @@ class DayFlattener:
         if self.parts_dir.exists():
             shutil.rmtree(self.parts_dir)  # a crashed earlier attempt: start clean, parts are not resumable
         self.parts_dir.mkdir(parents=True)
-        self.hasher = _hasher(hmac_key)
+        self.hasher = as_hasher(hmac_key)
         self.labels = _prepare_labels(labels)
         self.spill_conversations = spill_conversations
         self.result = DayResult(day=day)

@@ -27,6 +27,9 @@ from genesys_assets.sandbox.s3 import (
     SandboxS3,
 )
 
+# Only ever hashes the sandbox's invented customer numbers; live mode must set its own secret key.
+SANDBOX_PII_HASH_KEY = "sandbox-pii-hash-key-not-for-production"
+
 
 @dataclass(frozen=True)
 class SandboxEndpoints:
@@ -55,6 +58,7 @@ class SandboxEndpoints:
             "AWS_SECRET_ACCESS_KEY": SANDBOX_SECRET_KEY,
             "AWS_REGION": SANDBOX_REGION,
             "DATA_LAKE_WEBHOOK_URL": self.webhook_url,
+            "GENESYS_PII_HASH_KEY": SANDBOX_PII_HASH_KEY,
         }
 
     @classmethod

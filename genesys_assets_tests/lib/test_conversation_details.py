@@ -18,14 +18,13 @@ import pytest
 
 from genesys_assets.lib.conversation_details import (
     ROW_GROUP_SIZE,
-    AddressHasher,
     DayFlattener,
     MissingRequiredFieldError,
     flatten,
-    normalize_address,
     parse_page,
     wrapup_facts,
 )
+from genesys_assets.lib.pii import AddressHasher, normalize_address
 from genesys_assets.lib.schemas import TABLE_SCHEMAS, WRAPUP_FACTS_SCHEMA
 from genesys_assets.sandbox.conversations import ConversationStore
 
