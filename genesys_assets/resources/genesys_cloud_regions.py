@@ -1,0 +1,101 @@
+"""Genesys Cloud regions and the API/login hosts they live on.
+
+Genesys Cloud serves each region from its own domain: the Platform API at ``https://api.<domain>`` and the
+OAuth server at ``https://login.<domain>``. A token from one region is useless in another, so the region
+(or explicit base URLs, e.g. the sandbox emulator) is the first thing the resource resolves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+#: AWS-style region name → Genesys Cloud domain (the 17 public regions of the official SDKs).
+REGION_DOMAINS: dict[str, str] = {
+    "us_east_1": "mypurecloud.com",
+    "eu_west_1": "mypurecloud.ie",
+    "ap_southeast_2": "mypurecloud.com.au",
+    "ap_northeast_1": "mypurecloud.jp",
+    "eu_central_1": "mypurecloud.de",
+    "us_west_2": "usw2.pure.cloud",
+    "ca_central_1": "cac1.pure.cloud",
+    "ap_northeast_2": "apne2.pure.cloud",
+    "eu_west_2": "euw2.pure.cloud",
+    "ap_south_1": "aps1.pure.cloud",
+    "us_east_2": "use2.us-gov-pure.cloud",
+    "sa_east_1": "sae1.pure.cloud",
+    "me_central_1": "mec1.pure.cloud",
+    "ap_northeast_3": "apne3.pure.cloud",
+    "eu_central_2": "euc2.pure.cloud",
+    "mx_central_1": "mxc1.pure.cloud",
+    "ap_southeast_1": "apse1.pure.cloud",
+}
+
+
+class UnknownRegionError(ValueError):
+    """A region name that is not one of Genesys Cloud's regions (the message lists the valid ones)."""
+
+
+@dataclass(frozen=True)
+class GenesysHosts:
+    """Where to send API calls and where to get tokens."""
+
+    api_base_url: str
+    login_base_url: str
+
+
+def normalise_region(region: str) -> str:
+    """Accept ``us-east-1``, ``US_EAST_1`` or a region's domain (``mypurecloud.ie``) as well as ``us_east_1``."""
+    name = region.strip().lower().replace("-", "_")
+    if name in REGION_DOMAINS:
+        return name
+    domain = region.strip().lower().removeprefix("https://").removeprefix("api.").removeprefix("login.")
+    domain = domain.rstrip("/")
+    for key, value in REGION_DOMAINS.items():
+        if value == domain:
+            return key
+    valid = ", ".join(sorted(REGION_DOMAINS))
+    raise UnknownRegionError(f"Unknown Genesys Cloud region {region!r}. Valid regions: {valid}.")
+
+
+def region_hosts(region: str) -> GenesysHosts:
+    """The API and login base URLs of a region."""
+    domain = REGION_DOMAINS[normalise_region(region)]
+    return GenesysHosts(api_base_url=f"https://api.{domain}", login_base_url=f"https://login.{domain}")
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL (the emulator serves /oauth/token on the API origin)."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        raise ValueError(f"Not an absolute http(s) URL: {url!r}")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def resolve_hosts(
+    region: str | None, api_base_url: str | None = None, login_base_url: str | None = None
+) -> GenesysHosts:
+    """Explicit base URLs win; otherwise the region's hosts; the login host defaults to the API origin.
+
+    The last rule is what lets the same client talk to the sandbox emulator, which answers /oauth/token on
+    the same origin as /api/v2.
+    """
+    by_region = region_hosts(region) if region else None
+    if api_base_url:
+        api = api_base_url.rstrip("/")
+        origin(api)  # validates
+    elif by_region:
+        api = by_region.api_base_url
+    else:
+        valid = ", ".join(sorted(REGION_DOMAINS))
+        raise UnknownRegionError(
+            f"Set either a Genesys Cloud region (GENESYS_REGION; one of {valid}) or an explicit api_base_url."
+        )
+    if login_base_url:
+        login = login_base_url.rstrip("/")
+        origin(login)
+    elif by_region and not api_base_url:
+        login = by_region.login_base_url
+    else:
+        login = origin(api)
+    return GenesysHosts(api_base_url=api, login_base_url=login)
