@@ -15,6 +15,7 @@ from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 
 from genesys_assets import settings
+from genesys_assets.resources.data_lake_webhook import DataLakeWebhookResource
 from genesys_assets.resources.genesys_cloud import GenesysCloudResource
 from genesys_assets.resources.lake import Lake
 from genesys_assets.resources.pii import PiiHashingResource
@@ -36,6 +37,12 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
                 settings.endpoints_file(),
             )
     home = settings.genesys_home()
+    # The sandbox answers in milliseconds and has no rate limit of its own: poll its jobs quickly, don't throttle.
+    sandbox_tuning = (
+        {"requests_per_second": 0.0, "job_poll_initial_seconds": 0.2, "job_poll_max_seconds": 2.0}
+        if settings.mode() == settings.SANDBOX
+        else {}
+    )
     s3_endpoint = _optional("GENESYS_S3_ENDPOINT_URL")
     return {
         "genesys": GenesysCloudResource(
@@ -44,6 +51,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             login_base_url=_optional("GENESYS_LOGIN_BASE_URL"),
             client_id=dg.EnvVar("GENESYS_CLIENT_ID"),
             client_secret=dg.EnvVar("GENESYS_CLIENT_SECRET"),
+            **sandbox_tuning,
         ),
         "pureconnect": PureConnectResource(uri=dg.EnvVar("PURECONNECT_URI")),
         "lake": Lake(
@@ -53,6 +61,10 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
         "warehouse": DuckDBResource(database=str(home / "warehouse.duckdb")),
         "recordings_s3": S3Resource(endpoint_url=s3_endpoint, region_name=_optional("AWS_REGION")),
         "pii": PiiHashingResource(hash_key=dg.EnvVar("GENESYS_PII_HASH_KEY")),
+        # Optional: without DATA_LAKE_WEBHOOK_URL the archive is simply not announced.
+        "data_lake_webhook": DataLakeWebhookResource(
+            url=dg.EnvVar("DATA_LAKE_WEBHOOK_URL") if _optional("DATA_LAKE_WEBHOOK_URL") else None
+        ),
     }
 
 

@@ -180,12 +180,14 @@ class ClientStats:
         "bytes_received",
         "bytes_sent",
         "seconds_waiting",
+        "seconds_polling_jobs",
     )
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: dict[str, float] = dict.fromkeys(self.FIELDS, 0)
         self._values["seconds_waiting"] = 0.0
+        self._values["seconds_polling_jobs"] = 0.0
 
     def add(self, **increments: float) -> None:
         with self._lock:
@@ -195,7 +197,8 @@ class ClientStats:
     def snapshot(self) -> dict[str, float]:
         with self._lock:
             out = dict(self._values)
-        out["seconds_waiting"] = round(out["seconds_waiting"], 3)
+        for name in ("seconds_waiting", "seconds_polling_jobs"):
+            out[name] = round(out[name], 3)
         return out
 
 
@@ -423,8 +426,12 @@ class GenesysCloudClient:
         self._session.close()
 
     def stats(self) -> dict[str, float]:
-        """Counters since the client was built: requests, retries, throttled (429s), server_errors,
-        connection_errors, token_refreshes, bytes_received, bytes_sent, seconds_waiting."""
+        """Counters since the client was built, for asset metadata.
+
+        requests (every HTTP attempt, token requests included), retries, throttled (429s), server_errors,
+        connection_errors, token_refreshes, bytes_received (decoded body bytes), bytes_sent (body bytes),
+        seconds_waiting (in backoff and the rate limiter), seconds_polling_jobs (between job polls).
+        """
         return self._stats.snapshot()
 
     def stats_since(self, before: Mapping[str, float]) -> dict[str, float]:
@@ -787,7 +794,7 @@ class GenesysCloudClient:
             pause = delay + random.uniform(0.0, delay * 0.1)
             pause = min(pause, max(0.0, deadline - time.monotonic()))
             if pause > 0:
-                self._stats.add(seconds_waiting=pause)
+                self._stats.add(seconds_polling_jobs=pause)
                 time.sleep(pause)
             status = self.details_job_status(job_id)
             polls += 1
@@ -837,9 +844,14 @@ class GenesysCloudClient:
             state=state,
         )
 
-    def iter_details_job_pages(self, job_id: str, page_size: int = 1000) -> Iterator[DetailsJobPage]:
-        """The job's results page by page (cursor paging until no cursor), as raw bytes + envelope."""
-        cursor: str | None = None
+    def iter_details_job_pages(
+        self, job_id: str, page_size: int = 1000, cursor: str | None = None
+    ) -> Iterator[DetailsJobPage]:
+        """The job's results page by page (cursor paging until no cursor), as raw bytes + envelope.
+
+        ``cursor`` resumes after a page already consumed (a crashed run's checkpoint); ``page_number``
+        then counts from 1 again.
+        """
         page_number = 0
         while True:
             params: dict[str, Any] = {"pageSize": page_size}

@@ -966,6 +966,8 @@ class _HTTPHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "GenesysCloudSandbox/1.0"
     timeout = 120
+    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle plus delayed ACK adds ~40 ms.
+    disable_nagle_algorithm = True
     emulator: GenesysEmulator
 
     def setup(self) -> None:

@@ -1,0 +1,111 @@
+"""Refusals before any data request, API faults on the bulk endpoint, >1,000 messages, a failing webhook."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+from pathlib import Path
+
+import dagster as dg
+import orjson
+import pytest
+
+from genesys_assets.sandbox import genesys_emulator
+from genesys_assets.sandbox.genesys_emulator import GenesysEmulator
+from genesys_assets_tests.messaging.conftest import (
+    archive,
+    make_resources,
+    materialization,
+    part_bytes,
+    web_messaging_truth,
+)
+
+DATA_PATHS = ("/api/v2/analytics/conversations/details/jobs", "/api/v2/conversations/messages")
+
+
+def _failure(result: dg.ExecuteInProcessResult) -> str:
+    failures = result.get_step_failure_events()
+    assert failures, "the run should have failed"
+    return failures[0].step_failure_data.error.message  # type: ignore[union-attr]
+
+
+def test_residency_refusal_happens_before_any_request(emu: GenesysEmulator, tmp_path: Path) -> None:
+    resources = make_resources(emu, tmp_path, region="eu_west_1")  # base URL still the sandbox
+    deliveries = len(emu.webhook_deliveries())
+    result = archive(resources, tmp_path, with_checks=False, raise_on_error=False)
+    message = _failure(result)
+    assert "Data residency" in message and "'eu_west_1'" in message and "ALLOWED_REGIONS (sandbox)" in message
+    assert emu.request_log() == [], "no request at all, not even a token"
+    assert part_bytes(tmp_path) == {}
+    assert len(emu.webhook_deliveries()) == deliveries
+
+
+def test_quota_refusal_happens_before_any_data_request(
+    emu: GenesysEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALLOWED_REGIONS", "eu-west-1")  # the env default is read when the config leaves it unset
+    monkeypatch.setenv("ARCHIVE_QUOTA_MB", "0.001")
+    resources = make_resources(emu, tmp_path, region="eu_west_1")
+    result = archive(resources, tmp_path, with_checks=False, raise_on_error=False)
+    message = _failure(result)
+    assert "Storage quota" in message and "ARCHIVE_QUOTA_MB=0.001" in message
+    requests = [(r["method"], r["path"]) for r in emu.request_log()]
+    assert requests == [("POST", "/oauth/token"), ("POST", "/api/v2/analytics/conversations/details/query")]
+    assert not any(path.startswith(DATA_PATHS) for _, path in requests)
+    assert part_bytes(tmp_path) == {}
+
+
+def test_429_and_5xx_on_the_bulk_endpoint_give_a_complete_identical_archive(
+    emu: GenesysEmulator, tmp_path: Path, clean_run: tuple[Path, dg.ExecuteInProcessResult]
+) -> None:
+    resources = make_resources(emu, tmp_path, max_attempts=12,
+                               extra_headers={"X-Sandbox-Fault": "rate_429=0.15;rate_5xx=0.1;retry_after=0"})
+    result = archive(resources, tmp_path)
+    assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
+    bulk = [r for r in emu.request_log() if r["path"].endswith("/messages/bulk")]
+    assert {429} <= {r["status"] for r in bulk} and {r["status"] for r in bulk} & {500, 502, 503}
+    meta = materialization(result)
+    assert meta["api_retries"] > 0 and meta["api_throttled"] > 0 and meta["api_server_errors"] > 0
+    assert part_bytes(tmp_path) == part_bytes(clean_run[0]), "faults change nothing in the files"
+
+
+def test_conversation_with_more_than_1000_messages_is_fetched_in_chunks(
+    emu: GenesysEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chosen = sorted(web_messaging_truth(emu))[3]
+    original = genesys_emulator.web_messages
+
+    def with_long_transcript(conversation: dict) -> list[dict]:
+        rows = original(conversation)
+        if conversation["conversationId"] != chosen:
+            return rows
+        return [{**rows[i % len(rows)], "messageId": f"{i:032x}", "time_ms": rows[0]["time_ms"] + i * 10}
+                for i in range(2345)]
+
+    monkeypatch.setattr(genesys_emulator, "web_messages", with_long_transcript)
+    result = archive(make_resources(emu, tmp_path), tmp_path)
+    assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
+    bulk = [r for r in emu.request_log() if r["path"] == f"/api/v2/conversations/messages/{chosen}/messages/bulk"]
+    assert [r["status"] for r in bulk] == [200, 200, 200], "2,345 ids in chunks of at most 1,000"
+    records = {}
+    for data in part_bytes(tmp_path).values():
+        for line in gzip.decompress(data).splitlines():
+            record = orjson.loads(line)
+            records[record["id"]] = record
+    messages = records[chosen]["messages"]
+    assert len(messages) == 2345 and len({m["id"] for m in messages}) == 2345
+    assert all(m["text"] for m in messages)
+
+
+def test_failing_webhook_is_a_warning_and_the_archive_stays_valid(emu: GenesysEmulator, tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}/hook"
+    before = len(emu.webhook_deliveries())
+    result = archive(make_resources(emu, tmp_path, webhook_url=dead), tmp_path)
+    assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
+    meta = materialization(result)
+    assert meta["webhook_delivered"] is False and meta["webhook_attempts"] == 4
+    assert "webhook failed after 4 attempt(s)" in meta["webhook_warning"]
+    assert len(emu.webhook_deliveries()) == before
+    assert meta["records"] == len(web_messaging_truth(emu))
