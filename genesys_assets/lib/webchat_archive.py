@@ -23,7 +23,7 @@ import heapq
 import logging
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -49,8 +49,7 @@ from genesys_assets.lib.webchat_record import (
     query_body,
     started_in_day,
 )
-from genesys_assets.resources.genesys_cloud_client import DETAILS_JOB_RESULTS, DetailsJobPage
-from genesys_assets.resources.genesys_cloud_errors import GenesysApiError, GenesysError
+from genesys_assets.resources.genesys_cloud_errors import GenesysError
 
 log = logging.getLogger("genesys_assets.webchat")
 
@@ -108,28 +107,6 @@ def lake_prefix(day: date) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ API reads
-
-def iter_job_pages(client: Any, job_id: str, page_size: int, cursor: str | None = None) -> Iterator[DetailsJobPage]:
-    """Details-job result pages from ``cursor`` on (``None``: the first page), parsed by the client's reader.
-
-    ``GenesysCloudClient.iter_details_job_pages`` always starts at the first page; resuming needs a start cursor.
-    """
-    page_number = 0
-    while True:
-        params: dict[str, Any] = {"pageSize": page_size}
-        if cursor:
-            params["cursor"] = cursor
-        response = client.request("GET", DETAILS_JOB_RESULTS, path_params={"job_id": job_id}, params=params)
-        page_number += 1
-        page = DetailsJobPage.from_bytes(response.content, page_number=page_number, job_id=job_id)
-        yield page
-        if not page.cursor:
-            return
-        if page.cursor == cursor:
-            raise GenesysApiError(f"details job {job_id} returned the same cursor twice; stopping",
-                                  endpoint=f"GET {DETAILS_JOB_RESULTS}")
-        cursor = page.cursor
-
 
 def fetch_messages_ids(client: Any, conversation_id: str) -> list[str]:
     """The message ids ``GET /api/v2/conversations/messages/{id}`` lists for a conversation."""
@@ -233,7 +210,7 @@ def archive_day(client: Any, day: date, work_dir: Path, settings: ArchiveSetting
     if not checkpoint.pages_done:
         assert checkpoint.job_id is not None
         with ThreadPoolExecutor(max_workers=max(1, settings.fetch_workers), thread_name_prefix="webchat") as pool:
-            for page in iter_job_pages(client, checkpoint.job_id, settings.page_size, checkpoint.cursor):
+            for page in client.iter_details_job_pages(checkpoint.job_id, settings.page_size, checkpoint.cursor):
                 todo = []
                 for conversation in page.conversations:
                     cid = conversation.get("conversationId")

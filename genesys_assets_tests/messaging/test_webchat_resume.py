@@ -19,7 +19,6 @@ import pytest
 
 from genesys_assets.lib.webchat_archive import ArchiveSettings, archive_day, build_manifest, publish, verify_day
 from genesys_assets.lib.webchat_parts import CHECKPOINT_NAME, Checkpoint
-from genesys_assets.resources.genesys_cloud_client import DETAILS_JOB_RESULTS
 from genesys_assets.resources.lake import Lake
 from genesys_assets.sandbox.genesys_emulator import GenesysEmulator
 from genesys_assets_tests.messaging.conftest import (
@@ -50,12 +49,12 @@ class CrashingClient:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
-    def request(self, method: str, path: str, **kw: Any) -> Any:
-        if path == DETAILS_JOB_RESULTS:
+    def iter_details_job_pages(self, job_id: str, page_size: int = 1000, cursor: str | None = None) -> Any:
+        for page in self._client.iter_details_job_pages(job_id, page_size, cursor):
             self.pages += 1
             if self.pages == self._crash_at:
                 raise Crash
-        return self._client.request(method, path, **kw)
+            yield page
 
 
 def _crash(client: Any, work: Path, at: int) -> Checkpoint:
