@@ -202,11 +202,15 @@ def _struct_to_map(attrs: pa.Array | None, length: int) -> pa.Array:
     children = [_as_attribute_text(c) for c in _struct_children(attrs)]
     parent_valid = attrs.is_valid()
     valid = [pc.and_(c.is_valid(), parent_valid) for c in children]
-    # (row, key) of every present value, then row-major order: each row's keys in page order.
+    # (row, key) of every present value, then row-major order: each row's keys by name.
     rows = pa.concat_arrays([pc.indices_nonzero(v).cast(pa.int64()) for v in valid])
     keys = pa.concat_arrays([pa.array([k] * pc.sum(v.cast(pa.int64())).as_py(), pa.int64())
                              for k, v in enumerate(valid)])
-    order = pc.sort_indices(pa.table({"r": rows, "k": keys}), sort_keys=[("r", "ascending"), ("k", "ascending")])
+    # Each row's keys sorted by name: the map's bytes then never depend on which page a conversation arrived in
+    # (the inferred struct's field order does), so re-runs with another page size write identical files.
+    rank = pa.array(sorted(range(len(names)), key=lambda k: (names[k], k)), pa.int64())
+    key_rank = pc.take(pc.sort_indices(rank), keys)
+    order = pc.sort_indices(pa.table({"r": rows, "k": key_rank}), sort_keys=[("r", "ascending"), ("k", "ascending")])
     rows, keys = rows.take(order), keys.take(order)
     counts = valid[0].cast(pa.int32())
     for v in valid[1:]:
@@ -292,7 +296,8 @@ def _conform(v: Any, typ: pa.DataType) -> Any:
         if typ == _KV:  # participants[].attributes: a string map, values coerced to their JSON text
             if not isinstance(v, dict):
                 return None
-            return [{"key": str(k), "value": _text(x)} for k, x in v.items() if x is not None]
+            return [{"key": str(k), "value": _text(x)} for k, x in sorted(v.items(), key=lambda kv: str(kv[0]))
+                    if x is not None]  # sorted by key, as the fast path does
         if not isinstance(v, list):
             return None
         return [_conform(x, typ.value_type) for x in v]
@@ -323,6 +328,20 @@ def _conform(v: Any, typ: pa.DataType) -> Any:
     return None
 
 
+def _unknown_keys(v: Any, typ: pa.DataType, path: str, out: set[str]) -> None:
+    """Undeclared keys of a decoded page, by the same paths ``_unknown_paths`` gives on the fast path."""
+    if isinstance(v, list) and pa.types.is_list(typ):
+        for x in v:
+            _unknown_keys(x, typ.value_type, path + "[]", out)
+    elif isinstance(v, dict) and pa.types.is_struct(typ):
+        names = {typ.field(i).name for i in range(typ.num_fields)}
+        for k, x in v.items():
+            if k in names:
+                _unknown_keys(x, typ.field(k).type, f"{path}.{k}", out)
+            elif k != "attributes" or not path.endswith("participants[]"):
+                out.add(f"{path}.{k}")
+
+
 def _conform_page(raw: bytes) -> tuple[pa.Table, list[str]]:
     try:
         doc = orjson.loads(raw)
@@ -331,9 +350,7 @@ def _conform_page(raw: bytes) -> tuple[pa.Table, list[str]]:
     if not isinstance(doc, dict):
         raise ConversationDetailsError("result page is not a JSON object")
     unknown: set[str] = set()
-    for conv in doc.get("conversations") or ():
-        if isinstance(conv, dict):
-            unknown.update(k for k in conv if k not in CONVERSATION_STRUCT.names)
+    _unknown_keys(doc.get("conversations"), PAGE_SCHEMA.field("conversations").type, "conversations", unknown)
     cleaned = {
         "conversations": _conform(doc.get("conversations"), _CONFORM_PAGE_SCHEMA.field("conversations").type),
         "cursor": doc.get("cursor") if isinstance(doc.get("cursor"), str) else None,
@@ -919,8 +936,13 @@ class DayFlattener:
         self._spills += 1
 
     # ---- the day --------------------------------------------------------------------------------------
-    def finish(self, out_dir: str | Path, *, keep_work: bool = False) -> DayResult:
-        """Dedup across the whole day and write the final tables into ``out_dir``; return the counts."""
+    def finish(self, out_dir: str | Path, *, keep_work: bool = False,
+               tables: Iterable[str] | None = None) -> DayResult:
+        """Dedup across the whole day and write the final tables into ``out_dir``; return the counts.
+
+        ``tables`` limits the output to some of ``TABLES`` (the wrap-up facts asset re-flattens the raw landing
+        for its one table and need not write the other four).
+        """
         self._check_open()
         self._drain()
         self._spill()
@@ -937,7 +959,11 @@ class DayFlattener:
         else:
             winners, total = pl.DataFrame({"_seq": []}, schema={"_seq": pl.Int64}), 0
         r.duplicate_conversations = total - winners.height
-        for name in TABLES:
+        wanted = TABLES if tables is None else tuple(tables)
+        unknown_tables = set(wanted) - set(TABLES)
+        if unknown_tables:
+            raise ValueError(f"unknown table(s) {sorted(unknown_tables)}; known: {TABLES}")
+        for name in wanted:
             schema = TABLE_SCHEMAS[name]
             files = parts[name]
             if files:

@@ -1,4 +1,4 @@
-"""Writing the DuckDB warehouse: small tables replaced whole, in one transaction.
+"""Writing the DuckDB warehouse: every write is one transaction, so readers see old rows or new ones.
 
 The warehouse is the local query surface; the lake is the system of record. Every writer runs in the
 ``warehouse`` pool (limit 1), because DuckDB allows one writing process per file.
@@ -7,11 +7,15 @@ The warehouse is the local query surface; the lake is the system of record. Ever
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+INCOMING = "_incoming"
 
 
 def quote_identifier(name: str) -> str:
@@ -20,15 +24,36 @@ def quote_identifier(name: str) -> str:
     return f'"{name}"'
 
 
-def replace_table(connection: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
-    """Replace ``table`` with ``data`` atomically: readers see the old rows or the new ones."""
-    connection.register("_incoming", data)
+@contextmanager
+def transaction_with(connection: duckdb.DuckDBPyConnection, data: pa.Table) -> Iterator[str]:
+    """A transaction in which ``data`` is readable as the view named by the yielded string; rolled back on error."""
+    connection.register(INCOMING, data)
     try:
         connection.execute("BEGIN TRANSACTION")
-        connection.execute(f"CREATE OR REPLACE TABLE {quote_identifier(table)} AS SELECT * FROM _incoming")
+        yield INCOMING
         connection.execute("COMMIT")
     except Exception:
         connection.execute("ROLLBACK")
         raise
     finally:
-        connection.unregister("_incoming")
+        connection.unregister(INCOMING)
+
+
+def replace_table(connection: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
+    """Replace ``table`` with ``data`` whole."""
+    with transaction_with(connection, data) as incoming:
+        connection.execute(f"CREATE OR REPLACE TABLE {quote_identifier(table)} AS SELECT * FROM {incoming}")
+
+
+def replace_rows(connection: duckdb.DuckDBPyConnection, table: str, column: str, values: Any, data: pa.Table) -> None:
+    """Replace the rows whose ``column`` is in ``values`` (one value or a list) by ``data``.
+
+    The table is created from ``data``'s schema on first use; a day's rows or a set of event ids are replaced
+    this way, so re-running a partition never doubles it.
+    """
+    name, key = quote_identifier(table), quote_identifier(column)
+    values = list(values) if isinstance(values, (list, tuple, set)) else [values]
+    with transaction_with(connection, data) as incoming:
+        connection.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM {incoming} LIMIT 0")
+        connection.execute(f"DELETE FROM {name} WHERE {key} IN (SELECT UNNEST(?))", [values])
+        connection.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {incoming}")

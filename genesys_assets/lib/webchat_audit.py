@@ -16,6 +16,8 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from genesys_assets.lib.warehouse import replace_rows
+
 ARCHIVE_EXPORT_COMPLETED = "ARCHIVE_EXPORT_COMPLETED"
 AUDIT_TABLE = "audit_events"
 
@@ -95,15 +97,5 @@ def upsert_events(connection: duckdb.DuckDBPyConnection, events: Iterable[Mappin
     connection.execute(_DDL)
     if table.num_rows == 0:
         return 0
-    connection.register("_audit_incoming", table)
-    try:
-        connection.execute("BEGIN TRANSACTION")
-        connection.execute(f"DELETE FROM {AUDIT_TABLE} WHERE event_id IN (SELECT event_id FROM _audit_incoming)")
-        connection.execute(f"INSERT INTO {AUDIT_TABLE} SELECT * FROM _audit_incoming")
-        connection.execute("COMMIT")
-    except Exception:
-        connection.execute("ROLLBACK")
-        raise
-    finally:
-        connection.unregister("_audit_incoming")
+    replace_rows(connection, AUDIT_TABLE, "event_id", table.column("event_id").to_pylist(), table)
     return table.num_rows

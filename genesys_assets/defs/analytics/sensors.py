@@ -1,0 +1,58 @@
+"""``analytics_availability_sensor``: request each day of conversation details once Genesys says it is complete.
+
+Follows the details-job availability watermark (``dataAvailabilityDate``). The cursor is the last day requested;
+each tick requests the days that became complete since, oldest first (run_key = the day, so a day is never
+requested twice even if the cursor were lost), and is quiet when the watermark has not passed a new midnight.
+Downstream assets (wrap-up facts, views) follow each day by declarative automation.
+
+Start date: ``GENESYS_ANALYTICS_START_DATE`` (YYYY-MM-DD); unset, the sensor starts a week before the watermark.
+"""
+
+import os
+from datetime import date, timedelta
+
+import dagster as dg
+
+from genesys_assets.defs.analytics import assets as analytics_assets
+from genesys_assets.lib.analytics_plan import days_to_request, iso, last_complete_day
+from genesys_assets.resources.genesys_cloud import GenesysCloudResource
+
+START_DATE_ENV = "GENESYS_ANALYTICS_START_DATE"
+DEFAULT_LOOKBACK_DAYS = 7
+MAX_DAYS_PER_TICK = 31  # a long catch-up is spread over ticks instead of flooding the run queue
+
+
+def configured_start(watermark_day: date) -> date:
+    """The first day the sensor may request."""
+    raw = os.environ.get(START_DATE_ENV, "").strip()
+    if raw:
+        try:
+            return date.fromisoformat(raw)
+        except ValueError as exc:
+            raise ValueError(f"{START_DATE_ENV} must be a date (YYYY-MM-DD), got {raw!r}") from exc
+    return watermark_day - timedelta(days=DEFAULT_LOOKBACK_DAYS - 1)
+
+
+@dg.sensor(
+    name="analytics_availability_sensor",
+    target=[analytics_assets.conversation_details],
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests each day of conversation_details once the availability watermark has passed its end "
+    f"(run_key = day), from {START_DATE_ENV} on; quiet when nothing changed.",
+)
+def analytics_availability_sensor(
+    context: dg.SensorEvaluationContext, genesys: GenesysCloudResource
+) -> dg.SensorResult | dg.SkipReason:
+    watermark = genesys.get_client().data_availability_date()
+    cursor = date.fromisoformat(context.cursor) if context.cursor else None
+    start = configured_start(last_complete_day(watermark))
+    days = days_to_request(start=start, cursor=cursor, watermark=watermark, max_days=MAX_DAYS_PER_TICK)
+    if not days:
+        return dg.SkipReason(f"No newly complete day: watermark {iso(watermark)}, last requested "
+                             f"{cursor.isoformat() if cursor else 'nothing yet'}.")
+    context.log.info("Watermark %s: requesting %s .. %s", iso(watermark), days[0], days[-1])
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=d.isoformat(), partition_key=d.isoformat()) for d in days],
+        cursor=days[-1].isoformat(),
+    )

@@ -1,0 +1,76 @@
+"""analytics_availability_sensor follows the watermark: a day is requested once it is complete, and only once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from genesys_assets.defs.analytics.sensors import START_DATE_ENV, analytics_availability_sensor
+from genesys_assets.lib.analytics_plan import day_bounds
+from genesys_assets.sandbox.genesys_emulator import GenesysEmulator
+from genesys_assets_tests.analytics.conftest import materialize, past_day, resources
+
+DAY = past_day(2)
+
+
+def _watermark_at(emulator: GenesysEmulator, when: datetime) -> None:
+    emulator.set_faults(availability_lag_seconds=(datetime.now(UTC) - when).total_seconds())
+
+
+def _tick(emulator: GenesysEmulator, home: Path, cursor: str | None) -> dg.SensorResult | dg.SkipReason:
+    with dg.build_sensor_context(cursor=cursor,
+                                 resources={"genesys": resources(emulator, home)["genesys"]}) as context:
+        return analytics_availability_sensor(context)
+
+
+@pytest.fixture
+def start_date() -> Iterator[None]:
+    previous = os.environ.get(START_DATE_ENV)
+    os.environ[START_DATE_ENV] = (DAY - timedelta(days=2)).isoformat()
+    yield
+    if previous is None:
+        os.environ.pop(START_DATE_ENV, None)
+    else:
+        os.environ[START_DATE_ENV] = previous
+
+
+def test_a_day_is_refused_then_requested_once_when_complete(emulator: GenesysEmulator, home: Path,
+                                                           start_date: None) -> None:
+    try:
+        _, end = day_bounds(DAY)
+        cursor = (DAY - timedelta(days=1)).isoformat()
+        _watermark_at(emulator, end - timedelta(hours=2))
+        assert isinstance(_tick(emulator, home, cursor), dg.SkipReason)
+        refused = materialize(resources(emulator, home), DAY, "conversation_details", raise_on_error=False)
+        assert not refused.success
+
+        _watermark_at(emulator, end + timedelta(hours=1))
+        first = _tick(emulator, home, cursor)
+        assert isinstance(first, dg.SensorResult)
+        assert [(r.run_key, r.partition_key) for r in first.run_requests] == [(DAY.isoformat(), DAY.isoformat())]
+        assert first.cursor == DAY.isoformat()
+        again = _tick(emulator, home, first.cursor)
+        assert isinstance(again, dg.SkipReason)  # quiet: nothing changed since
+
+        ran = materialize(resources(emulator, home), DAY, "conversation_details")
+        assert ran.success
+    finally:
+        emulator.set_faults(availability_lag_seconds=6 * 3600)
+
+def test_without_a_cursor_it_starts_at_the_configured_start_date(emulator: GenesysEmulator, home: Path,
+                                                                start_date: None) -> None:
+    _, end = day_bounds(DAY)
+    _watermark_at(emulator, end + timedelta(minutes=5))
+    try:
+        result = _tick(emulator, home, None)
+    finally:
+        emulator.set_faults(availability_lag_seconds=6 * 3600)
+    assert isinstance(result, dg.SensorResult)
+    assert [r.partition_key for r in result.run_requests] == [
+        (DAY - timedelta(days=n)).isoformat() for n in (2, 1, 0)]
+    assert result.cursor == DAY.isoformat()

@@ -1,0 +1,202 @@
+"""Faults and reconciliation: 429/5xx/token expiry/an EXPIRED job, short jobs narrowed to 6 h then 1 h windows,
+and a run killed after some pages. Every recovered run must equal the fault-free run, byte for byte."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from genesys_assets.sandbox.genesys_emulator import GenesysEmulator
+from genesys_assets_tests.analytics.conftest import (
+    PII_KEY,
+    check_results,
+    hidden_entries,
+    materialize,
+    metadata,
+    past_day,
+    resources,
+    sorted_rows,
+    table_digests,
+)
+
+TABLES = ("conversations", "participants", "sessions", "segments")
+DAY = past_day(4)
+RESULTS = "/results"
+
+
+@pytest.fixture(scope="module")
+def clean_lake(emulator: GenesysEmulator, tmp_path_factory: pytest.TempPathFactory, home: Path) -> Path:
+    """The fault-free run of DAY, in its own lake."""
+    clean = tmp_path_factory.mktemp("clean")
+    materialize(resources(emulator, clean), DAY, "conversation_details", "wrapup_facts")
+    return clean / "lake"
+
+
+@pytest.fixture(scope="module")
+def clean_digests(clean_lake: Path) -> dict[str, str]:
+    digests = table_digests(clean_lake, DAY, (*TABLES, "wrapup_facts"))
+    assert len(digests) == 5
+    return digests
+
+
+def _expire_first_job(emulator: GenesysEmulator) -> threading.Thread:
+    """Jobs submitted from now on EXPIRE until the first one is accepted; then they are fulfilled again."""
+    emulator.set_faults(job_outcome="EXPIRED")
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if any(e["method"] == "POST" and e["path"].endswith("/details/jobs") and e["status"] == 202
+                   for e in emulator.request_log()):
+                emulator.set_faults(job_outcome="FULFILLED")
+                return
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def _expire_tokens_mid_paging(emulator: GenesysEmulator) -> threading.Thread:
+    """Once two result pages were served, every token expires server-side: the next page answers 401."""
+
+    def run() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if sum(e["path"].endswith(RESULTS) and e["status"] == 200 for e in emulator.request_log()) >= 2:
+                with emulator._lock:
+                    emulator._tokens.clear()
+                return
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_faults_give_the_fault_free_output(emulator: GenesysEmulator, clean_digests: dict[str, str],
+                                           tmp_path: Path) -> None:
+    emulator.clear_request_log()
+    watcher = _expire_first_job(emulator)
+    emulator.set_faults(rate_429=0.15, retry_after="1", rate_5xx=0.1, latency_seconds=0.05)
+    expiring = _expire_tokens_mid_paging(emulator)
+    try:
+        result = materialize(resources(emulator, tmp_path), DAY, "conversation_details", "wrapup_facts",
+                             config={"conversation_details": {"page_size": 50}})
+    finally:
+        emulator.set_faults(rate_429=0.0, rate_5xx=0.0, latency_seconds=0.0, job_outcome="FULFILLED")
+        watcher.join(timeout=1)
+        expiring.join(timeout=1)
+    assert table_digests(tmp_path / "lake", DAY, (*TABLES, "wrapup_facts")) == clean_digests
+    md = metadata(result, "conversation_details")
+    window = md["windows_tried"][0]["windows"][0]
+    assert window["submissions"] == 2 and "EXPIRED" in window["failed_jobs"][0]
+    assert md["api_retries"] > 0 and md["api_429s"] + md["api_5xx"] > 0
+    statuses = [e["status"] for e in emulator.request_log()]
+    assert 429 in statuses and 401 in statuses and md["api_token_refreshes"] > 1
+
+
+def test_a_short_job_is_narrowed_to_6h_then_1h_windows(emulator: GenesysEmulator, clean_lake: Path,
+                                                       tmp_path: Path) -> None:
+    """A job `limit` truncates the day (and the busy 6 h windows); only 1 h windows reconcile."""
+    result = materialize(resources(emulator, tmp_path), DAY, "conversation_details",
+                         config={"conversation_details": {"job_limit": 100}})
+    md = metadata(result, "conversation_details")
+    tried = md["windows_tried"]
+    assert [p["window_hours"] for p in tried] == [24, 6, 1]
+    assert tried[0]["conversations"] <= 100 < tried[0]["total_hits"] and tried[0]["difference_pct"] > 5
+    assert len(tried[1]["windows"]) == 4 and len(tried[2]["windows"]) == 24
+    assert all(w["total_hits"] is not None for w in tried[2]["windows"])
+    assert sum(w["kept"] for w in tried[2]["windows"]) == tried[2]["total_hits"] == md["rows"]
+    assert len(md["job_ids"]) == 24 and md["raw_files"] == 24
+    # Same rows as the one-window run (the windows deliver them in another order, so bytes may differ).
+    for table in TABLES:
+        assert sorted_rows(tmp_path / "lake", DAY, table).equals(sorted_rows(clean_lake, DAY, table)), table
+    assert check_results(result)["conversation_details_reconciliation"].passed
+
+
+def test_gives_up_when_no_window_reconciles_and_writes_nothing(emulator: GenesysEmulator, tmp_path: Path) -> None:
+    result = materialize(resources(emulator, tmp_path), DAY, "conversation_details", raise_on_error=False,
+                         config={"conversation_details": {"job_limit": 5, "window_hours": [24, 6]}})
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    error = failure.event_specific_data
+    assert "do not reconcile" in error.error.message
+    windows = error.user_failure_data.metadata["windows_tried"].value
+    assert [p["window_hours"] for p in windows] == [24, 6]
+    assert not (tmp_path / "lake" / "analytics").exists()
+
+
+_CHILD = """
+import sys, dagster as dg
+from pathlib import Path
+from genesys_assets.sandbox.genesys_emulator import GenesysEmulator
+from genesys_assets_tests.analytics.conftest import materialize, resources
+from datetime import date
+
+class Remote:  # the parent's emulator, by address
+    base_url, client_id, client_secret = sys.argv[1], sys.argv[2], sys.argv[3]
+
+materialize(resources(Remote, Path(sys.argv[4])), date.fromisoformat(sys.argv[5]), "conversation_details",
+            config={"conversation_details": {"page_size": 20}})
+"""
+
+
+def test_killed_after_some_pages_then_rerun_equals_a_clean_run(emulator: GenesysEmulator,
+                                                               clean_digests: dict[str, str], tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {**os.environ, "GENESYS_HOME": str(home), "GENESYS_PII_HASH_KEY": PII_KEY}
+    emulator.clear_request_log()
+    emulator.set_faults(latency_seconds=0.15)
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, emulator.base_url, emulator.client_id,
+                              emulator.client_secret, str(home), DAY.isoformat()], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and child.poll() is None:
+            pages = [e for e in emulator.request_log() if e["path"].endswith(RESULTS) and e["status"] == 200]
+            if len(pages) >= 4:
+                break
+            time.sleep(0.02)
+        assert child.poll() is None, "the run finished before it could be killed"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        emulator.set_faults(latency_seconds=0.0)
+        if child.poll() is None:
+            child.kill()
+    lake = home / "lake"
+    # Killed mid-way: nothing visible in the lake (at most dot-named scratch), and the pages were in progress.
+    assert not list(lake.rglob("part-*.parquet")) and not list(lake.rglob("part-*.ndjson.gz"))
+    assert any((home / "work").rglob("*")), "the killed run should have been mid-way through its work"
+
+    os.environ["GENESYS_HOME"] = str(home)
+    materialize(resources(emulator, home), DAY, "conversation_details", "wrapup_facts")
+    assert table_digests(lake, DAY, (*TABLES, "wrapup_facts")) == clean_digests
+    assert hidden_entries(lake) == []
+    assert not any(p.is_file() for p in (home / "work").rglob("*"))
+
+
+def test_schema_drift_is_a_listed_warning_not_a_failure(emulator: GenesysEmulator, tmp_path: Path) -> None:
+    emulator.set_faults(schema_drift=True)
+    try:
+        result = materialize(resources(emulator, tmp_path), DAY, "conversation_details")
+    finally:
+        emulator.set_faults(schema_drift=False)
+    drift = check_results(result)["conversation_details_schema_drift"]
+    assert not drift.passed and drift.severity == dg.AssetCheckSeverity.WARN
+    md = {k: getattr(v, "value", v) for k, v in drift.metadata.items()}
+    assert md["unknown_key_paths"] == ["conversations[].participants[].unknownParticipantKey",
+                                       "conversations[].sandboxNewField"]
+    assert {"divisionIds", "sessions[].direction"} <= set(md["missing_optional_keys"])
+    assert md["missing_required_keys"] == {}
+    others = {k: v.passed for k, v in check_results(result).items() if k != "conversation_details_schema_drift"}
+    assert all(others.values()), others
