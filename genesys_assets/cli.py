@@ -3,6 +3,7 @@
     genesys-assets sandbox           serve the sandbox services until interrupted
     genesys-assets dev               the sandbox (unless live) plus the Dagster UI and daemon
     genesys-assets demo              the sandbox, then every asset for each day, and a summary
+    genesys-assets doctor            what is reachable and permitted, and how to fix what is not
 """
 
 from __future__ import annotations
@@ -115,6 +116,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(days_between(args.start, args.end), _sandbox(args))
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from genesys_assets.definitions import build_resources
+    from genesys_assets.doctor import initialized, print_report, run_checks
+    from genesys_assets.sandbox.services import SandboxEndpoints
+
+    live = settings.mode() == settings.LIVE
+    context = nullcontext() if live or SandboxEndpoints.load() else _sandbox(args)
+    with context as sandbox:
+        if sandbox is not None:
+            assert sandbox.endpoints is not None
+            os.environ.update(sandbox.endpoints.to_env())
+        print(f"{'Live' if live else 'Sandbox'} mode: checking what the assets need.\n", flush=True)
+        with initialized(build_resources()) as resources:
+            checks = run_checks(resources, os.environ.get("GENESYS_STAGING_BUCKET"))
+        print_report(checks, sys.stdout)
+    return 0 if all(check.ok for check in checks) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genesys-assets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="materialize every asset for each day on the sandbox, headless")
     with_days(demo, "to materialize (YYYY-MM-DD, inclusive)")
     demo.set_defaults(handler=cmd_demo)
+
+    doctor = commands.add_parser("doctor", help="check connectivity, token, permissions, bucket and database access")
+    with_days(doctor, "of PureConnect history, if doctor has to start a sandbox itself")
+    doctor.set_defaults(handler=cmd_doctor)
     return parser
 
 

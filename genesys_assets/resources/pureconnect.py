@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import dagster as dg
@@ -269,6 +270,9 @@ class PureConnectResource(dg.ConfigurableResource):
 
     def _query(self, sql: str, what: str) -> pa.Table:
         backend = self.backend
+        if backend == SQLITE and not Path(self.uri.split("://", 1)[1].split("?", 1)[0]).is_file():
+            # connectorx would wait out its pool timeout (~30 s) before saying the file is not there.
+            raise PureConnectError(f"PureConnect sqlite database {self.redacted_uri} does not exist")
         try:
             return read_arrow(self.uri, sql)
         except Exception as exc:  # connectorx raises RuntimeError/PanicException with driver text

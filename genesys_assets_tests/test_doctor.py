@@ -1,0 +1,82 @@
+"""``genesys-assets doctor`` says what is missing and how to fix it, against the sandbox's real services."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from genesys_assets.definitions import build_resources
+from genesys_assets.doctor import Check, initialized, print_report, run_checks
+from genesys_assets.sandbox.services import Sandbox
+
+DAY = date(2026, 11, 2)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    with Sandbox(tmp_path_factory.mktemp("doctor"), start=DAY, end=DAY, conversations_per_day=20,
+                 interactions_per_day=10) as running:
+        yield running
+
+
+@pytest.fixture
+def env(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    assert sandbox.endpoints is not None
+    values = {**sandbox.endpoints.to_env(), "GENESYS_MODE": "sandbox", "GENESYS_HOME": str(tmp_path)}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+def _doctor(bucket: str | None) -> dict[str, Check]:
+    with initialized(build_resources()) as resources:
+        return {check.name: check for check in run_checks(resources, bucket)}
+
+
+def test_everything_passes_on_a_healthy_sandbox(env: dict[str, str]) -> None:
+    checks = _doctor(env["GENESYS_STAGING_BUCKET"])
+    assert [name for name, check in checks.items() if not check.ok] == []
+    assert "permission analytics:conversationDetail:view" in checks
+
+
+def test_a_missing_permission_is_named_with_the_assets_that_need_it(
+    sandbox: Sandbox, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox.emulator.add_client("limited-client", "limited-secret-0123456789",
+                                ["routing:*", "conversation:message:view", "migration:*"])
+    monkeypatch.setenv("GENESYS_CLIENT_ID", "limited-client")
+    monkeypatch.setenv("GENESYS_CLIENT_SECRET", "limited-secret-0123456789")
+    checks = _doctor(env["GENESYS_STAGING_BUCKET"])
+    missing = checks["permission analytics:conversationDetail:view"]
+    assert not missing.ok
+    assert "conversation_details" in missing.detail and "webchat_archive" in missing.detail
+    assert "add analytics:conversationDetail:view to a role" in missing.fix
+    assert checks["permission routing:queue:view"].ok
+    report = io.StringIO()
+    print_report(list(checks.values()), report)
+    assert "limited-secret-0123456789" not in report.getvalue()
+
+
+def test_wrong_credentials_bucket_and_database_each_say_what_to_fix(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("GENESYS_CLIENT_SECRET", "not-the-secret")
+    monkeypatch.setenv("PURECONNECT_URI", f"sqlite://{tmp_path}/no-such-dir/I3_IC.sqlite")
+    checks = _doctor("no-such-bucket")
+    assert not checks["Genesys Cloud login"].ok and "GENESYS_CLIENT_SECRET" in checks["Genesys Cloud login"].fix
+    assert "not-the-secret" not in checks["Genesys Cloud login"].detail
+    assert not checks["recording staging bucket"].ok
+    assert "GENESYS_STAGING_BUCKET" in checks["recording staging bucket"].fix
+    assert not checks["PureConnect database"].ok and "PURECONNECT_URI" in checks["PureConnect database"].fix
+    assert checks["lake writable"].ok
+
+
+def test_an_unset_bucket_and_a_short_hash_key_fail(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENESYS_PII_HASH_KEY", "short")
+    checks = _doctor(None)
+    assert not checks["recording staging bucket"].ok and "not set" in checks["recording staging bucket"].detail
+    assert not checks["PII hash key"].ok and "16 characters" in checks["PII hash key"].detail
