@@ -78,7 +78,7 @@ class FaultConfig:
     """Fault knobs; the same field names are the keys of ``X-Sandbox-Fault`` and ``PUT /__sandbox__/faults``."""
 
     rate_429: float = 0.0
-    retry_after: str = "1"           # Retry-After value sent with 429s (may be an HTTP date or junk)
+    retry_after: str = "1"           # Retry-After sent with 429s: seconds, "lo-hi" (random whole seconds), a date, junk
     rate_5xx: float = 0.0
     rate_drop: float = 0.0           # connection closed mid-body
     token_ttl_seconds: int = 86400   # expires_in of new tokens; expired tokens get 401
@@ -226,9 +226,12 @@ class GenesysEmulator:
         self._clients: dict[str, tuple[str, tuple[str, ...]]] = {self.client_id: (self.client_secret,
                                                                                     ALL_PERMISSIONS)}
         self._tokens: dict[str, _Token] = {}
+        self._retired_tokens: list[str] = []
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._fail_next: list[tuple[int, str | None]] = []
+        self._next_job_outcomes: list[str] = []
+        self._refused_records: set[str] = set()
         self._log: list[dict] = []
         self._webhooks: list[dict] = []
         self._upload_secret = hashlib.sha256(f"upload-signing/{seed}".encode()).digest()
@@ -298,6 +301,31 @@ class GenesysEmulator:
             raise ValueError("status must be 0 (drop), 429 or 5xx")
         with self._lock:
             self._fail_next.extend([(status, retry_after)] * count)
+
+    def fail_next_jobs(self, outcome: str, count: int = 1) -> None:
+        """The next ``count`` details jobs submitted end ``outcome`` (FAILED | EXPIRED | STUCK), whatever the faults."""
+        if outcome not in ("FAILED", "EXPIRED", "STUCK", "FULFILLED"):
+            raise ValueError("outcome must be FAILED, EXPIRED, STUCK or FULFILLED")
+        with self._lock:
+            self._next_job_outcomes.extend([outcome] * count)
+
+    def clear_faults(self) -> None:
+        """Forget planned faults: fail-next answers, planned job outcomes, refused records."""
+        with self._lock:
+            self._fail_next.clear()
+            self._next_job_outcomes.clear()
+            self._refused_records = set()
+
+    def refuse_records(self, ids: set[str] | list[str]) -> None:
+        """The migration target answers 400 for any batch holding one of ``ids`` (a target-side refusal of one
+        record; not remembered under the X-Request-ID, so the batch goes through once the refusal is lifted)."""
+        with self._lock:
+            self._refused_records = set(ids)
+
+    def issued_tokens(self) -> list[str]:
+        """Every access token this tenant has issued and still remembers (for secret scans in tests)."""
+        with self._lock:
+            return list(self._tokens) + list(self._retired_tokens)
 
     def add_client(self, client_id: str, client_secret: str, permissions: list[str]) -> None:
         """Register an OAuth client whose tokens carry exactly ``permissions`` (``*`` wildcards allowed)."""
@@ -379,7 +407,20 @@ class GenesysEmulator:
         faultable = path.startswith("/api/v2/") or path == "/oauth/token"
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
-        status, fault = 0, None
+        logged = not path.startswith("/__sandbox__/")
+
+        def record(status: int, fault: str | None) -> None:
+            # Logged before the answer leaves: a client that has its answer always finds the request in the log.
+            if logged:
+                entry = {"method": h.command, "path": path, "status": status, "time": t0,
+                         "duration_ms": round((time.time() - t0) * 1000, 3), "fault": fault}
+                with self._lock:
+                    self._log.append(entry)
+
+        def send(resp: _Response, fault: str | None = None, truncate: bool = False) -> None:
+            record(resp.status, fault)
+            self._send(h, resp, truncate=truncate)
+
         try:
             faults = self.faults
             header = h.headers.get("X-Sandbox-Fault")
@@ -387,39 +428,30 @@ class GenesysEmulator:
                 try:
                     faults = faults.merged(FaultConfig.parse_header(header))
                 except ValueError as exc:
-                    resp = _err(400, "bad.request", f"X-Sandbox-Fault: {exc}")
-                    status = self._send(h, resp)
+                    send(_err(400, "bad.request", f"X-Sandbox-Fault: {exc}"))
                     return
             if faultable:
                 injected = self._inject(faults)
                 if injected is not None:
-                    fault = f"{injected.status or 'drop'}"
                     if injected.status == 0:
+                        record(0, "drop")
                         raise _Drop
-                    status = self._send(h, injected)
+                    send(injected, fault=str(injected.status))
                     return
                 if faults.latency_seconds > 0:
                     time.sleep(faults.latency_seconds)
                 if length > MAX_BODY_BYTES:
-                    status = self._send(h, _err(413, "request.entity.too.large",
-                                                f"The request body exceeds {MAX_BODY_BYTES} bytes"))
+                    send(_err(413, "request.entity.too.large", f"The request body exceeds {MAX_BODY_BYTES} bytes"))
                     return
             resp = self._dispatch(h.command, path, query, h.headers, body, faults)
             if faultable and faults.rate_drop > 0 and self._chance(faults.rate_drop):
-                fault = "drop-mid-body"
-                self._send(h, resp, truncate=True)
+                send(resp, fault="drop-mid-body", truncate=True)
                 raise _Drop
-            status = self._send(h, resp)
+            send(resp)
         except _Drop:
             h.close_connection = True
             with contextlib.suppress(OSError):
                 h.connection.shutdown(socket.SHUT_RDWR)
-        finally:
-            if not path.startswith("/__sandbox__/"):
-                entry = {"method": h.command, "path": path, "status": status, "time": t0,
-                         "duration_ms": round((time.time() - t0) * 1000, 3), "fault": fault}
-                with self._lock:
-                    self._log.append(entry)
 
     def _chance(self, rate: float) -> bool:
         with self._lock:
@@ -443,13 +475,12 @@ class GenesysEmulator:
             return _Response(0)
         return None
 
-    @staticmethod
-    def _fault_response(status: int, retry_after: str | None) -> _Response:
+    def _fault_response(self, status: int, retry_after: str | None) -> _Response:
         if status == 429:
             limit, window = RATE_LIMIT
             body = {"message": f"Rate limit exceeded the maximum [{limit}] requests within [{window}] seconds",
                     "code": "too.many.requests", "status": 429}
-            return _json(429, body, {"Retry-After": str(retry_after or "1")})
+            return _json(429, body, {"Retry-After": _retry_after_value(retry_after)})
         code, message = _STANDARD_5XX.get(status, ("internal.server.error", "Server error"))
         return _err(status, code, message)
 
@@ -541,6 +572,9 @@ class GenesysEmulator:
         token = secrets.token_urlsafe(48)
         with self._lock:
             now = time.time()
+            expired = [k for k, t in self._tokens.items() if t.expires_at <= now]
+            self._retired_tokens.extend(expired)
+            del self._retired_tokens[:-10_000]  # bounded: only tests read it
             self._tokens = {k: t for k, t in self._tokens.items() if t.expires_at > now}
             self._tokens[token] = _Token(client_id or "", known[1], now + ttl)
         return _json(200, {"access_token": token, "token_type": "bearer", "expires_in": ttl})
@@ -631,8 +665,9 @@ class GenesysEmulator:
             raise QueryError("The request body must be a JSON object")
         if "paging" in body:
             raise QueryError("paging is not supported by async jobs; page results with the cursor")
-        job = self.jobs.submit(body, req.faults.job_delay_seconds, req.faults.job_outcome,
-                               self._watermark_ms(req.faults))
+        with self._lock:
+            outcome = self._next_job_outcomes.pop(0) if self._next_job_outcomes else req.faults.job_outcome
+        job = self.jobs.submit(body, req.faults.job_delay_seconds, outcome, self._watermark_ms(req.faults))
         job.drift = req.faults.schema_drift
         return _json(202, {"jobId": job.id})
 
@@ -871,6 +906,15 @@ class GenesysEmulator:
             raise QueryError(str(exc)) from exc
 
     def _mt_post(self, req: _Request) -> _Response:
+        with self._lock:
+            refused = set(self._refused_records)
+        if refused:
+            with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
+                records = orjson.loads(req.body).get("interactions") or []
+                hit = [(n, r.get("id")) for n, r in enumerate(records) if isinstance(r, dict) and r.get("id") in refused]
+                if hit:
+                    body = mt.refusal(len(records), hit)
+                    return _json(400, body)
         return self._mt_answer(self.target.ingest(req.body, req.headers.get("X-Request-ID")))
 
     def _mt_get(self, req: _Request) -> _Response:
@@ -939,6 +983,15 @@ class GenesysEmulator:
             raise QueryError('body must be {"client_id", "client_secret", "permissions": [...]}')
         self.add_client(str(body["client_id"]), str(body["client_secret"]), list(body.get("permissions") or []))
         return _json(201, {"client_id": body["client_id"], "permissions": list(body.get("permissions") or [])})
+
+
+def _retry_after_value(value: str | None) -> str:
+    """``"lo-hi"`` -> a random whole number of seconds in [lo, hi]; anything else as given (default 1)."""
+    text = str(value or "1")
+    lo, sep, hi = text.partition("-")
+    if sep and lo.strip().isdigit() and hi.strip().isdigit():
+        return str(random.randint(int(lo), int(hi)))
+    return text
 
 
 def _drift(conv: dict) -> dict:

@@ -226,6 +226,17 @@ class MigrationTarget:
         return self._db.execute("SELECT count(*) FROM interactions").fetchone()[0]
 
 
+def refusal(batch_size: int, refused: list[tuple[int, object]]) -> dict:
+    """The 400 the target answers when it refuses records of a batch (nothing from the batch is stored)."""
+    err = _error(400, "bad.request", f"{len(refused)} of {batch_size} interactions are invalid; nothing from this "
+                 "batch was stored")
+    err["details"] = [{"errorCode": "record.refused", "fieldName": f"interactions[{n}]", "entityId": str(rid)}
+                      for n, rid in refused]
+    err["errors"] = [_error(400, "invalid.interaction", f"interactions[{n}] (id {rid!r}) is invalid: "
+                            f"record.refused interactions[{n}]") for n, rid in refused]
+    return err
+
+
 def _error(status: int, code: str, message: str) -> dict:
     return {"message": message, "code": code, "status": status, "contextId": str(uuid.uuid4()), "details": [],
             "errors": []}

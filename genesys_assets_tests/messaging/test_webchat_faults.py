@@ -21,6 +21,7 @@ from genesys_assets_tests.messaging.conftest import (
 )
 
 DATA_PATHS = ("/api/v2/analytics/conversations/details/jobs", "/api/v2/conversations/messages")
+AVAILABILITY = "/api/v2/analytics/conversations/details/jobs/availability"  # a watermark, not conversation data
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:
@@ -50,8 +51,21 @@ def test_quota_refusal_happens_before_any_data_request(
     message = _failure(result)
     assert "Storage quota" in message and "ARCHIVE_QUOTA_MB=0.001" in message
     requests = [(r["method"], r["path"]) for r in emu.request_log()]
-    assert requests == [("POST", "/oauth/token"), ("POST", "/api/v2/analytics/conversations/details/query")]
-    assert not any(path.startswith(DATA_PATHS) for _, path in requests)
+    assert requests == [("POST", "/oauth/token"), ("GET", AVAILABILITY),
+                        ("POST", "/api/v2/analytics/conversations/details/query")]
+    assert not any(path.startswith(DATA_PATHS) and path != AVAILABILITY for _, path in requests)
+    assert part_bytes(tmp_path) == {}
+
+
+def test_a_day_past_the_availability_watermark_is_refused_before_any_data_request(
+    emu: GenesysEmulator, tmp_path: Path
+) -> None:
+    emu.set_faults(availability_lag_seconds=400 * 86400)  # the watermark sits far before the archived day
+    result = archive(make_resources(emu, tmp_path), tmp_path, with_checks=False, raise_on_error=False)
+    message = _failure(result)
+    assert "not yet available until" in message and "analytics_availability_sensor" in message
+    requests = [(r["method"], r["path"]) for r in emu.request_log()]
+    assert requests == [("POST", "/oauth/token"), ("GET", AVAILABILITY)]
     assert part_bytes(tmp_path) == {}
 
 

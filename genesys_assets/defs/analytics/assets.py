@@ -22,6 +22,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from genesys_assets import settings
+from genesys_assets.defs.availability import require_complete_day
 from genesys_assets.defs.partitions import DAILY
 from genesys_assets.lib.analytics_extract import DayNotAvailableError, PassResult, replay_pass, run_pass
 from genesys_assets.lib.analytics_lake import (
@@ -39,7 +40,6 @@ from genesys_assets.lib.analytics_plan import (
     RECONCILE_TOLERANCE,
     WINDOW_HOURS,
     day_bounds,
-    day_is_complete,
     iso,
     raw_prefix,
     relative_difference,
@@ -184,15 +184,7 @@ def _extract_details(context: dg.AssetExecutionContext, config: ConversationDeta
                      work: Path) -> dg.MaterializeResult:
     before = client.stats()
     start, end = day_bounds(day)
-    watermark = client.data_availability_date()
-    if not day_is_complete(day, watermark):
-        raise dg.Failure(
-            description=f"Conversation details for {day} are not yet available until {iso(watermark)} "
-            f"(Genesys guarantees details only before its dataAvailabilityDate; the day ends {iso(end)}). "
-            "Nothing was written; analytics_availability_sensor requests the day once it is complete.",
-            metadata={"data_availability_date": iso(watermark), "day_end": iso(end)},
-            allow_retries=False,
-        )
+    watermark = require_complete_day(client, day, "Conversation details")
     total_hits = client.details_query_total_hits(sync_count_body(start, end))
     hasher = pii.hasher()
     passes: list[dict[str, Any]] = []

@@ -1,4 +1,6 @@
-"""``analytics_availability_sensor``: request each day of conversation details once Genesys says it is complete.
+"""``analytics_availability_sensor``: request each day of analytics data once Genesys says it is complete.
+
+One request carries the day for both readers of the details API: ``conversation_details`` and ``webchat_archive``.
 
 Follows the details-job availability watermark (``dataAvailabilityDate``). The cursor is the last day requested;
 each tick requests the days that became complete since, oldest first (run_key = the day, so a day is never
@@ -14,6 +16,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from genesys_assets.defs.analytics import assets as analytics_assets
+from genesys_assets.defs.messaging import assets as messaging_assets
 from genesys_assets.lib.analytics_plan import days_to_request, iso, last_complete_day
 from genesys_assets.resources.genesys_cloud import GenesysCloudResource
 
@@ -35,11 +38,11 @@ def configured_start(watermark_day: date) -> date:
 
 @dg.sensor(
     name="analytics_availability_sensor",
-    target=[analytics_assets.conversation_details],
+    target=[analytics_assets.conversation_details, messaging_assets.webchat_archive],
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests each day of conversation_details once the availability watermark has passed its end "
-    f"(run_key = day), from {START_DATE_ENV} on; quiet when nothing changed.",
+    description="Requests each day of conversation_details and webchat_archive once the availability watermark "
+    f"has passed its end (run_key = day), from {START_DATE_ENV} on; quiet when nothing changed.",
 )
 def analytics_availability_sensor(
     context: dg.SensorEvaluationContext, genesys: GenesysCloudResource

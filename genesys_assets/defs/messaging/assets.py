@@ -19,6 +19,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from genesys_assets import settings
+from genesys_assets.defs.availability import require_complete_day
 from genesys_assets.defs.partitions import DAILY
 from genesys_assets.lib.webchat_archive import (
     MANIFEST_NAME,
@@ -127,6 +128,7 @@ def webchat_archive(
 
     client = genesys.get_client()
     before = client.stats()
+    require_complete_day(client, day, "Web messaging conversations")
     total_hits = client.details_query_total_hits(query_body(day))
     measured = average_record_bytes(recent_manifests(lake, day))
     bytes_per_record = measured or DEFAULT_BYTES_PER_RECORD
