@@ -16,6 +16,8 @@ from pathlib import Path
 
 import polars as pl
 
+from genesys_assets.lib.wrapup_dimension import known_codes
+
 AGENTS, QUEUES, WRAPUPS = "agents", "queues", "wrapups"
 CSV_COLUMNS = {
     AGENTS: ("legacy_agent_id", "genesys_user_id", "genesys_user_name"),
@@ -55,6 +57,14 @@ def directory_frame(entities: list[dict]) -> pl.DataFrame:
     """Directory entities (users, queues, wrap-up codes) as (id, name, state)."""
     rows = [{"id": e.get("id"), "name": e.get("name"), "state": e.get("state") or "active"} for e in entities]
     return pl.DataFrame(rows, schema=DIRECTORY_SCHEMA)
+
+
+def with_deleted_codes(directory: pl.DataFrame, dimension: pl.DataFrame | None) -> pl.DataFrame:
+    """Today's wrap-up codes plus the ones deleted since (from the SCD2 dimension), so history still maps."""
+    if dimension is None:
+        return directory
+    deleted = known_codes(dimension).join(directory, on="id", how="anti").cast(DIRECTORY_SCHEMA)
+    return pl.concat([directory, deleted.select(directory.columns)])
 
 
 def validate_map(kind: str, csv: pl.DataFrame, directory: pl.DataFrame) -> pl.DataFrame:

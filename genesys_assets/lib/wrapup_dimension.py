@@ -14,6 +14,7 @@ import polars as pl
 
 from genesys_assets.lib.timestamps import parse_api_timestamps
 
+LAKE_PATH = "analytics/dimensions/wrapup_codes/wrapup_codes.parquet"
 TRACKED = ("name", "division_id")
 SCHEMA = {
     "wrap_up_code_id": pl.String,
@@ -114,3 +115,20 @@ def labels_as_of(dimension: pl.DataFrame, at: datetime) -> pl.DataFrame:
     # Before a code's first known row (history older than the first snapshot) its earliest name is the best label.
     earlier = first_rows.join(matched, on="wrap_up_code_id", how="anti").select("wrap_up_code_id", "name")
     return pl.concat([matched, earlier]).rename({"name": "wrap_up_code_label"})
+
+
+def known_codes(dimension: pl.DataFrame) -> pl.DataFrame:
+    """Every code id the dimension has ever seen with its latest name, deleted ones marked ``deleted``.
+
+    Mapping a legacy wrap-up to a code deleted since is still right for history: validating against today's
+    directory alone would send those interactions to "unmapped".
+    """
+    return (
+        dimension.filter(pl.col("is_current"))
+        .select(
+            pl.col("wrap_up_code_id").alias("id"),
+            "name",
+            pl.when(pl.col("is_deleted")).then(pl.lit("deleted")).otherwise(pl.lit("active")).alias("state"),
+        )
+        .sort("id")
+    )

@@ -72,3 +72,22 @@ def test_labels_before_the_first_snapshot_use_the_earliest_name(history: pl.Data
 def test_a_snapshot_listing_an_id_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="ids twice"):
         snapshot_frame([code("a", "A"), code("a", "A again")])
+
+
+def test_codes_deleted_since_still_validate_a_legacy_mapping(history: pl.DataFrame) -> None:
+    from genesys_assets.lib.legacy_id_maps import directory_frame, validate_map, with_deleted_codes
+
+    today = directory_frame([{"id": "sale", "name": "Sale - Closed"}, {"id": "info", "name": "Info"}])
+    gone = merge_snapshot(history, snapshot_frame([code("sale", "Sale - Closed", "2025-03-15T00:00:00.000Z"),
+                                                   code("info", "Info")]), datetime(2026, 1, 1, tzinfo=UTC))
+    directory = with_deleted_codes(today, gone)
+    assert directory.filter(pl.col("id") == "spam").row(0, named=True) == {"id": "spam", "name": "Spam",
+                                                                            "state": "deleted"}
+    assert with_deleted_codes(today, None).equals(today)
+    csv = pl.DataFrame({"legacy_id": ["SPAM", "GHOST"],
+                        "cloud_id": ["spam", "00000000-0000-0000-0000-000000000000"], "csv_name": ["Spam", "x"]})
+    # Only the id shape and existence matter here; the sandbox's UUID ids are checked in the legacy tests.
+    problems = validate_map("wrapups", csv.with_columns(pl.col("cloud_id").replace(
+        "spam", "5f0c1c2e-6a47-4a38-9d0b-3f3f7f0c0a11")), directory.with_columns(pl.col("id").replace(
+            "spam", "5f0c1c2e-6a47-4a38-9d0b-3f3f7f0c0a11")))
+    assert dict(zip(problems["legacy_id"], problems["status"], strict=True)) == {"GHOST": "invalid", "SPAM": "valid"}

@@ -24,6 +24,7 @@ from pydantic import Field
 from genesys_assets import settings
 from genesys_assets.defs.availability import require_complete_day
 from genesys_assets.defs.partitions import DAILY
+from genesys_assets.lib import wrapup_dimension
 from genesys_assets.lib.analytics_extract import DayNotAvailableError, PassResult, replay_pass, run_pass
 from genesys_assets.lib.analytics_lake import (
     day_prefixes,
@@ -63,7 +64,7 @@ from genesys_assets.resources.lake import Lake
 from genesys_assets.resources.pii import PiiHashingResource
 from genesys_assets.settings import GENESYS_API_POOL, WAREHOUSE_POOL
 
-WRAPUP_CODES_PATH = "analytics/dimensions/wrapup_codes/wrapup_codes.parquet"
+WRAPUP_CODES_PATH = wrapup_dimension.LAKE_PATH
 # Downstream days follow their upstream day, for sensor runs and UI backfills alike (not only the latest day).
 # The dimension is read as it is at run time: its daily refresh must not re-run every historical day.
 FOLLOW_UPSTREAM_DAY = (

@@ -21,6 +21,7 @@ from genesys_assets.defs.partitions import DAILY
 from genesys_assets.lib import legacy_cloud as lc
 from genesys_assets.lib import legacy_id_maps as idm
 from genesys_assets.lib import legacy_lake as paths
+from genesys_assets.lib import wrapup_dimension
 from genesys_assets.lib.legacy_interactions import QUARANTINE_SCHEMA, normalise_day
 from genesys_assets.lib.recordings_staging import MANIFEST_SCHEMA, QUARANTINED, StagingSettings, stage_all
 from genesys_assets.lib.warehouse import replace_table
@@ -144,12 +145,14 @@ class IdMapsConfig(dg.Config):
     code_version="1",
     description=(
         "Legacy agent → Cloud user, workgroup → queue and wrap-up → wrap-up code maps from the mapping CSVs, each "
-        "Cloud id validated against the directory (/users?state=any, /routing/queues, /routing/wrapupcodes); the "
+        "Cloud id validated against the directory (/users?state=any, /routing/queues, /routing/wrapupcodes plus the "
+        "codes deleted since, from the wrapup_codes dimension); the "
         "fallback user and default queue resolved. Never by phone number. Lake: " + paths.ID_MAPS_PATH
         + "; warehouse tables legacy_id_maps, legacy_id_map_targets. Refreshed hourly; its data version changes "
         "only when a mapping does."
     ),
     automation_condition=dg.AutomationCondition.on_cron("0 * * * *"),
+    deps=["wrapup_codes"],
 )
 def id_maps(
     context: dg.AssetExecutionContext, config: IdMapsConfig, genesys: GenesysCloudResource, lake: Lake,
@@ -164,7 +167,11 @@ def id_maps(
     directories = {
         idm.AGENTS: idm.directory_frame(list(client.iter_entities("/api/v2/users", {"state": "any"}, 500))),
         idm.QUEUES: idm.directory_frame(list(client.iter_entities("/api/v2/routing/queues", page_size=500))),
-        idm.WRAPUPS: idm.directory_frame(list(client.iter_entities("/api/v2/routing/wrapupcodes", page_size=500))),
+        idm.WRAPUPS: idm.with_deleted_codes(
+            idm.directory_frame(list(client.iter_entities("/api/v2/routing/wrapupcodes", page_size=500))),
+            pl.from_arrow(lake.read_parquet(wrapup_dimension.LAKE_PATH))
+            if lake.exists(wrapup_dimension.LAKE_PATH) else None,
+        ),
     }
     maps = idm.build_id_maps(
         csvs, directories,
