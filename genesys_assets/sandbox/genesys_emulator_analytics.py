@@ -3,8 +3,8 @@
 Kept apart from the HTTP layer so the rules the pipeline depends on are easy to read and test:
 - async jobs select conversations that *had activity during* the interval (a midnight-crosser belongs to both
   days), and only data before the job's ``dataAvailabilityDate`` (later data is silently missing);
-- the sync query selects conversations that *started in* the interval (for whole-day intervals that is
-  "started on a day touched by the interval"), pages of at most 100, never past result 100,000;
+- the sync query selects conversations that *started on a day touched by* the interval (the API's documented
+  rule: a 6-hour interval still answers for its whole day), pages of at most 100, never past result 100,000;
 - segment filters are evaluated per segment, with its session, participant and conversation dimensions;
   conversation filters honour only conversation-level dimensions and silently drop the rest;
 - aggregates sum session metrics by their ``emitDate``, exactly the numbers in the details data.
@@ -257,13 +257,13 @@ class Analytics:
         return refs
 
     def select_sync(self, body: dict) -> list[Ref]:
-        """Conversations that started in the interval (and have started by now), ordered by start."""
+        """Conversations that started on a day the interval touches (and have started by now), ordered by start."""
         start, end = parse_interval(body.get("interval"))
         selection = Selection.from_body(body)
         now = self.now_ms()
 
         def keep(s: int, e: int) -> bool:
-            return start <= s < end and s <= now
+            return s <= now
 
         refs = self._candidates(days_touching(start, end), keep, selection)
         refs.sort(key=lambda r: self.store.day(r[0]).index.starts[r[1]], reverse=body.get("order") == "desc")

@@ -103,6 +103,11 @@ def test_async_covers_activity_during_sync_covers_started_on(emulator: GenesysEm
     assert sync_ids == [c["conversationId"] for c in today]
     assert not crossers & set(sync_ids)
 
+    # "Started on a day touched by the interval": six hours of the day still answer for the whole day.
+    morning = f"{past_day.isoformat()}T06:00:00.000Z/{past_day.isoformat()}T12:00:00.000Z"
+    r = api.post(QUERY, {"interval": morning, "paging": {"pageSize": 1, "pageNumber": 1}})
+    assert r.json()["totalHits"] == SMALL_DAY
+
 
 def test_sync_pagination_cap_and_page_size(api: Api, past_day: date) -> None:
     r = api.post(QUERY, {"interval": day_interval(past_day), "paging": {"pageSize": 100, "pageNumber": 1001}})
