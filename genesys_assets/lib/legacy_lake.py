@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from datetime import date
 
-import duckdb
 import orjson
 import polars as pl
-import pyarrow as pa
 
 from genesys_assets.lib.legacy_interactions import partition_prefix
-from genesys_assets.lib.warehouse import replace_rows
 
 INTERACTIONS = "legacy/interactions"
 RECORDING_LINKS = "legacy/recording_links"
@@ -64,8 +61,3 @@ def read_day(lake: object, base: str, day: date, name: str) -> pl.DataFrame | No
     frame = pl.from_arrow(lake.read_parquet(path))  # type: ignore[attr-defined]
     assert isinstance(frame, pl.DataFrame)
     return frame
-
-
-def replace_day_rows(connection: duckdb.DuckDBPyConnection, table: str, day: date, data: pa.Table) -> None:
-    """Replace one day's rows of a warehouse table (created from ``data``'s schema on first use), atomically."""
-    replace_rows(connection, table, "day", day, data)

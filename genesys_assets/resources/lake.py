@@ -8,8 +8,11 @@ visible when it completes (boto3 aborts it on failure).
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -115,8 +118,9 @@ class Lake(dg.ConfigurableResource):
         """Write a partition's files; on success they replace the partition's previous files as a whole.
 
         The new files are built in a staging folder first, so a failure leaves the old partition untouched.
-        Locally they are swapped in with two renames (a reader sees the old partition or the new one); on
-        S3 they are uploaded over the old objects and the stale ones deleted after.
+        Locally the two folders are exchanged in one atomic ``renameat2(RENAME_EXCHANGE)`` (Linux), so a reader
+        sees the old partition or the new one and never no partition; elsewhere two renames. On S3 they are
+        uploaded over the old objects and the stale ones deleted after.
         """
         rel = self._clean(prefix)
         staging = Path(tempfile.mkdtemp(prefix="lake-partition-")) if self.is_s3 else (
@@ -134,11 +138,14 @@ class Lake(dg.ConfigurableResource):
                     self.delete(stale)
             else:
                 final = self._local_root / rel
-                retired = final.with_name(f".{final.name}.{uuid.uuid4().hex}.retired")
-                if final.exists():
-                    os.replace(final, retired)
-                os.replace(staging, final)
-                shutil.rmtree(retired, ignore_errors=True)
+                if final.exists() and _exchange(staging, final):
+                    shutil.rmtree(staging, ignore_errors=True)  # now holds the old partition
+                else:
+                    retired = final.with_name(f".{final.name}.{uuid.uuid4().hex}.retired")
+                    if final.exists():
+                        os.replace(final, retired)
+                    os.replace(staging, final)
+                    shutil.rmtree(retired, ignore_errors=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -201,6 +208,37 @@ class Lake(dg.ConfigurableResource):
             self._client().delete_object(Bucket=self._bucket_and_prefix[0], Key=self._key(rel))
         else:
             (self._local_root / rel).unlink(missing_ok=True)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False where unsupported."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (38, 22, 95):  # ENOSYS, EINVAL, EOPNOTSUPP: the kernel or file system cannot exchange
+        return False
+    raise OSError(errno, os.strerror(errno), str(b))
+
+
+@functools.cache
+def _renameat2() -> Any:
+    if sys.platform != "linux":
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
 
 
 class PartitionWriter:

@@ -911,10 +911,10 @@ class GenesysEmulator:
         if refused:
             with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
                 records = orjson.loads(req.body).get("interactions") or []
-                hit = [(n, r.get("id")) for n, r in enumerate(records) if isinstance(r, dict) and r.get("id") in refused]
+                hit = [(n, r.get("id")) for n, r in enumerate(records)
+                       if isinstance(r, dict) and r.get("id") in refused]
                 if hit:
-                    body = mt.refusal(len(records), hit)
-                    return _json(400, body)
+                    return _json(400, mt.refusal(len(records), hit))
         return self._mt_answer(self.target.ingest(req.body, req.headers.get("X-Request-ID")))
 
     def _mt_get(self, req: _Request) -> _Response:

@@ -50,6 +50,7 @@ from genesys_assets.lib.analytics_plan import (
 from genesys_assets.lib.analytics_quality import markdown_preview, schema_markdown, split_unknown_fields
 from genesys_assets.lib.analytics_views import create_views
 from genesys_assets.lib.conversation_details import DayResult, MissingRequiredFieldError
+from genesys_assets.lib.day_lock import day_lock
 from genesys_assets.lib.schemas import SCHEMA_VERSION, TABLE_SCHEMAS
 from genesys_assets.lib.warehouse import replace_table
 from genesys_assets.lib.wrapup_dimension import merge_snapshot, snapshot_frame
@@ -162,22 +163,24 @@ def conversation_details(
     pii: PiiHashingResource,
 ) -> dg.MaterializeResult:
     day = _day(context)
-    swept = sweep_staging(lake, day_prefixes(day, CONVERSATION_TABLES))
-    if swept:
-        context.log.warning("Removed %d staging folder(s) an interrupted run left: %s", len(swept), swept)
-    work = work_dir(work_root(), "conversation_details", day)
-    try:
-        if config.replay_from_raw:
-            return _replay_details(context, lake, pii, day, work)
-        return _extract_details(context, config, genesys.get_client(), lake, pii, day, work)
-    except MissingRequiredFieldError as exc:
-        raise dg.Failure(
-            description=f"Conversation details for {day}: {exc}. A conversation without its id or start cannot be "
-            "placed in a day or deduplicated; nothing was written.",
-            metadata={"conversation_id": exc.conversation_id or "", "missing_key": exc.field_name},
-        ) from exc
-    finally:
-        remove_tree(work)
+    # One run of the day at a time: a second one waits, so it never sweeps the first one's staging or scratch.
+    with day_lock(settings.genesys_home(), "conversation_details", day):
+        swept = sweep_staging(lake, day_prefixes(day, CONVERSATION_TABLES))
+        if swept:
+            context.log.warning("Removed %d staging folder(s) an interrupted run left: %s", len(swept), swept)
+        work = work_dir(work_root(), "conversation_details", day)
+        try:
+            if config.replay_from_raw:
+                return _replay_details(context, lake, pii, day, work)
+            return _extract_details(context, config, genesys.get_client(), lake, pii, day, work)
+        except MissingRequiredFieldError as exc:
+            raise dg.Failure(
+                description=f"Conversation details for {day}: {exc}. A conversation without its id or start cannot "
+                "be placed in a day or deduplicated; nothing was written.",
+                metadata={"conversation_id": exc.conversation_id or "", "missing_key": exc.field_name},
+            ) from exc
+        finally:
+            remove_tree(work)
 
 
 def _extract_details(context: dg.AssetExecutionContext, config: ConversationDetailsConfig,
@@ -356,6 +359,12 @@ def read_wrapup_dimension(lake: Lake) -> pl.DataFrame | None:
 )
 def wrapup_facts(context: dg.AssetExecutionContext, lake: Lake, pii: PiiHashingResource) -> dg.MaterializeResult:
     day = _day(context)
+    with day_lock(settings.genesys_home(), "wrapup_facts", day):  # one run of the day at a time
+        return _wrapup_facts(context, lake, pii, day)
+
+
+def _wrapup_facts(context: dg.AssetExecutionContext, lake: Lake, pii: PiiHashingResource,
+                  day: date) -> dg.MaterializeResult:
     sweep_staging(lake, [table_prefix("wrapup_facts", day)])
     if not raw_files(lake, day):
         raise dg.Failure(description=f"conversation_details has no raw landing for {day} "

@@ -24,7 +24,7 @@ from genesys_assets.lib import legacy_lake as paths
 from genesys_assets.lib import wrapup_dimension
 from genesys_assets.lib.legacy_interactions import QUARANTINE_SCHEMA, normalise_day
 from genesys_assets.lib.recordings_staging import MANIFEST_SCHEMA, QUARANTINED, StagingSettings, stage_all
-from genesys_assets.lib.warehouse import replace_table
+from genesys_assets.lib.warehouse import replace_rows_together, replace_table
 from genesys_assets.resources.genesys_cloud import GenesysApiError, GenesysCloudResource, GenesysPermissionError
 from genesys_assets.resources.lake import Lake
 from genesys_assets.resources.pii import PiiHashingResource
@@ -446,13 +446,14 @@ def legacy_audit_tables(
     context: dg.AssetExecutionContext, lake: Lake, warehouse: DuckDBResource,
 ) -> dg.MaterializeResult:
     day = partition_day(context)
-    loaded: dict[str, int] = {}
+    frames: dict[str, pl.DataFrame] = {}
+    for table, (base, schema) in AUDIT_TABLES.items():
+        frame = _day_frames(lake, base, day)
+        frames[table] = pl.DataFrame(schema=schema) if frame is None else frame.select(list(schema)).cast(schema)
     with warehouse.get_connection() as connection:
-        for table, (base, schema) in AUDIT_TABLES.items():
-            frame = _day_frames(lake, base, day)
-            frame = pl.DataFrame(schema=schema) if frame is None else frame.select(list(schema)).cast(schema)
-            paths.replace_day_rows(connection, table, day, frame.to_arrow())
-            loaded[table] = frame.height
+        # The day's five tables in one transaction: a reader never sees the new ledger beside the old manifest.
+        replace_rows_together(connection, "day", day, {t: f.to_arrow() for t, f in frames.items()})
+    loaded = {table: frame.height for table, frame in frames.items()}
     return dg.MaterializeResult(metadata={"rows": sum(loaded.values()), "files": 0, **loaded})
 
 

@@ -12,6 +12,7 @@ import os
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import orjson
@@ -21,6 +22,7 @@ from pydantic import Field
 from genesys_assets import settings
 from genesys_assets.defs.availability import require_complete_day
 from genesys_assets.defs.partitions import DAILY
+from genesys_assets.lib.day_lock import day_lock
 from genesys_assets.lib.webchat_archive import (
     MANIFEST_NAME,
     ArchiveSettings,
@@ -141,6 +143,16 @@ def webchat_archive(
 
     work_dir = config.day_work_dir(day)
     work_dir.parent.mkdir(parents=True, exist_ok=True)
+    # One run of the day at a time: two would resume from and publish each other's checkpoint and parts.
+    with day_lock(settings.genesys_home(), ASSET_NAME, day):
+        return _archive_and_publish(context, config, client, lake, data_lake_webhook, day, work_dir, region,
+                                    total_hits, estimate_mb, bool(measured), started, before)
+
+
+def _archive_and_publish(context: dg.AssetExecutionContext, config: WebchatArchiveConfig, client: Any, lake: Lake,
+                         data_lake_webhook: DataLakeWebhookResource, day: date, work_dir: Path, region: str,
+                         total_hits: int, estimate_mb: float, measured: bool, started: float,
+                         before: dict) -> dg.MaterializeResult:
     run = archive_day(client, day, work_dir, config.archive_settings())
     cp = run.checkpoint
     if run.restart_reason:
