@@ -7,6 +7,8 @@ posting loop that never loses or doubles a record.
   target answers the stored result instead of storing twice; a changed batch gets a new id.
 * A 400 means an invalid record and nothing stored: the batch is split in halves until each invalid record
   stands alone, which is then quarantined with the target's message; every valid record is still posted.
+* A 413 (body too large) is bisected the same way; a record too large on its own is quarantined as
+  ``oversized_record`` (and records whose payload alone exceeds ``MAX_BODY_BYTES`` are never sent).
 * A 403 for historical import stops the run with :class:`HistoricalImportDisabled`, which says which setting to
   enable; nothing has been stored for the rejected batch.
 """
@@ -46,6 +48,7 @@ CREATED, UPDATED, UNCHANGED, REJECTED, SKIPPED = "created", "updated", "unchange
 UNMAPPED_QUEUE = "unmapped_queue"
 INVALID_RECORD = "invalid_record"
 TARGET_REJECTED = "target_rejected"
+OVERSIZED_RECORD = "oversized_record"
 
 LEDGER_SCHEMA: dict[str, pl.DataType] = {
     "day": pl.Date, "id": pl.String, "x_legacy_id": pl.String, "request_id": pl.String, "outcome": pl.String,
@@ -180,6 +183,15 @@ def invalid_records(payloads: pl.DataFrame) -> pl.DataFrame:
     return payloads.with_columns(problem.alias("problem")).filter(pl.col("problem").is_not_null())
 
 
+def oversized_records(payloads: pl.DataFrame, max_bytes: int = MAX_BODY_BYTES) -> pl.DataFrame:
+    """Records whose payload alone, in a one-record batch, exceeds ``max_bytes`` (the target would answer 413
+    whatever the batch): quarantined as ``oversized_record`` before posting, with the size in ``problem``."""
+    size = pl.col("payload").str.len_bytes() + len(batch_body([]))
+    return payloads.with_columns(
+        pl.format("payload of {} bytes exceeds the {}-byte request limit", size, pl.lit(max_bytes)).alias("problem"),
+    ).filter(size > max_bytes)
+
+
 def batch_body(payloads: list[str]) -> bytes:
     return b'{"interactions":[' + ",".join(payloads).encode() + b"]}"
 
@@ -211,6 +223,7 @@ class PostOutcome:
 
     outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (outcome, request id)
     rejected: dict[str, str] = field(default_factory=dict)  # id -> target's message
+    reasons: dict[str, str] = field(default_factory=dict)  # rejected id -> quarantine reason code
     batches: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -219,7 +232,7 @@ Poster = Callable[[bytes, str], tuple[int, dict[str, Any], bool]]
 
 
 def post_records(ids: list[str], payloads: list[str], post: Poster, outcome: PostOutcome | None = None) -> PostOutcome:
-    """Post ``payloads`` in batches; on 400 bisect until each invalid record is alone and rejected."""
+    """Post ``payloads`` in batches; on 400 or 413 bisect until each refused record is alone and rejected."""
     outcome = outcome or PostOutcome()
     for batch in batches(payloads):
         _post_batch([ids[i] for i in batch], [payloads[i] for i in batch], post, outcome)
@@ -239,10 +252,11 @@ def _post_batch(ids: list[str], payloads: list[str], post: Poster, outcome: Post
         for i in ids:
             outcome.outcomes[i] = (by_id.get(i) or CREATED, rid)
         return
-    if status != 400:
+    if status not in (400, 413):
         raise RuntimeError(f"POST {INTERACTIONS_PATH} answered {status}: {answer.get('message')}")
     if len(ids) == 1:
-        outcome.rejected[ids[0]] = f"the target answered 400: {answer.get('message')}"
+        outcome.rejected[ids[0]] = f"the target answered {status}: {answer.get('message')}"
+        outcome.reasons[ids[0]] = OVERSIZED_RECORD if status == 413 else TARGET_REJECTED
         outcome.outcomes[ids[0]] = (REJECTED, rid)
         return
     half = len(ids) // 2

@@ -53,6 +53,8 @@ CONFLICTING_DUPLICATE = "conflicting_duplicate"
 UNKNOWN_DIRECTION = "unknown_direction"
 UNKNOWN_MEDIA_TYPE = "unknown_media_type"
 END_BEFORE_START = "end_before_start"
+UNPARSEABLE_TIMESTAMP = "unparseable_timestamp"
+INVALID_DURATION = "invalid_duration"
 DUPLICATE_ROW = "duplicate_row"  # outcome skipped_duplicate, not quarantined
 QUARANTINED, SKIPPED_DUPLICATE = "quarantined", "skipped_duplicate"
 
@@ -60,6 +62,12 @@ _DATETIME_COLUMNS = ("StartDateTimeUTC", "InitiatedDateTimeUTC", "ConnectedDateT
 _KEY = ("InteractionIDKey", "SiteID", "SeqNo")
 _PII_COLUMNS = ("RemoteID", "RemoteName")
 _RAW_FORMAT = "%Y-%m-%d %H:%M:%S%.3f"
+# Set by the PureConnect reader on rows whose datetime text does not parse ("Col='raw'; ..."); absent when all do.
+UNPARSEABLE_COLUMN = "UnparseableTimestamps"
+# Millisecond duration columns: negative, or longer than a day, cannot be a real interaction.
+DURATION_COLUMNS = ("LineDuration", "tDialing", "tIVRWait", "tQueueWait", "tAlert", "tConnected", "tHeld",
+                    "tConference", "tExternal", "tACW")
+MAX_DURATION_MS = 86_400_000
 _ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%.3fZ"
 
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
@@ -142,7 +150,10 @@ def assign_day(interactions: pl.DataFrame, day: date, site_timezone: str | None)
     naive_start = pl.col("StartDateTimeUTC")
     belongs = (pl.when(converted.is_not_null()).then((converted >= lo_utc) & (converted < hi_utc))
                .otherwise((naive_start >= pl.lit(lo)) & (naive_start < pl.lit(hi))))
-    return frame.filter(belongs)
+    if UNPARSEABLE_COLUMN in frame.columns:  # an unparseable start belongs to the date its raw text names
+        raw_date = pl.col(UNPARSEABLE_COLUMN).str.extract(r"StartDateTimeUTC='\s*(\d{4}-\d{2}-\d{2})", 1)
+        belongs = pl.when(naive_start.is_null()).then(raw_date == day.isoformat()).otherwise(belongs)
+    return frame.filter(belongs.fill_null(False))
 
 
 @dataclass
@@ -164,7 +175,16 @@ class NormalisedDay:
         return self.rejects.filter(pl.col("outcome") == SKIPPED_DUPLICATE)
 
 
-def _reason_expr(site_timezone: str | None, day_start: datetime) -> pl.Expr:
+def _duration_problem() -> pl.Expr:
+    """The first duration column that is negative or longer than a day, as ``Col=value`` (null when none)."""
+    out = pl.lit(None, dtype=pl.String)
+    for c in reversed(DURATION_COLUMNS):
+        bad = (pl.col(c) < 0) | (pl.col(c) > MAX_DURATION_MS)
+        out = pl.when(bad.fill_null(False)).then(pl.format("{}={} ms", pl.lit(c), pl.col(c))).otherwise(out)
+    return out
+
+
+def _reason_expr(site_timezone: str | None, day_start: datetime, unparseable: bool) -> pl.Expr:
     key_missing = (pl.col("InteractionIDKey").is_null() | (pl.col("InteractionIDKey").str.strip_chars() == "")
                    | pl.col("SiteID").is_null() | pl.col("SeqNo").is_null())
     local_failed = pl.col("local_time_only") & pl.col("StartDateTimeUTC_utc").is_null()
@@ -178,19 +198,27 @@ def _reason_expr(site_timezone: str | None, day_start: datetime) -> pl.Expr:
             pl.lit(AMBIGUOUS_LOCAL_TIME))
     crosses_day = pl.col("end_before_start_repaired") & (pl.col("start_time") < pl.lit(day_start).dt.replace_time_zone(
         "UTC"))
+    bad_text = pl.col(UNPARSEABLE_COLUMN).is_not_null() if unparseable else pl.lit(False)
     return (pl.when(key_missing).then(pl.lit(MISSING_KEY))
+            .when(bad_text).then(pl.lit(UNPARSEABLE_TIMESTAMP))
             .when(local_failed).then(tz_reason)
             .when(pl.col("StartDateTimeUTC").is_null()).then(pl.lit(MISSING_START))
             .when(pl.col("conflicting_duplicate")).then(pl.lit(CONFLICTING_DUPLICATE))
             .when(~pl.col("Direction").is_in(list(CLOUD_DIRECTION))).then(pl.lit(UNKNOWN_DIRECTION))
             .when(~pl.col("MediaType").is_in(list(CONTACT_TYPE))).then(pl.lit(UNKNOWN_MEDIA_TYPE))
             .when(crosses_day).then(pl.lit(END_BEFORE_START))
+            .when(pl.col("_duration_problem").is_not_null()).then(pl.lit(INVALID_DURATION))
             .otherwise(pl.lit(None, dtype=pl.String)))
 
 
-def _detail_expr(site_timezone: str | None) -> pl.Expr:
+def _detail_expr(site_timezone: str | None, unparseable: bool) -> pl.Expr:
     reason = pl.col("reason")
+    bad_text = pl.col(UNPARSEABLE_COLUMN) if unparseable else pl.lit(None, dtype=pl.String)
     return (
+        pl.when(reason == UNPARSEABLE_TIMESTAMP).then(pl.format("datetime text that does not parse: {}", bad_text))
+        .when(reason == INVALID_DURATION).then(pl.format(
+            "duration negative or over 24 h: {}", pl.col("_duration_problem")))
+        .otherwise(
         pl.when(reason == AMBIGUOUS_TIMEZONE).then(pl.lit(
             "StartDTOffset is NULL (local time only) and no site timezone is configured; set "
             "PURECONNECT_SITE_TIMEZONE after confirming it with the compliance team"))
@@ -210,7 +238,7 @@ def _detail_expr(site_timezone: str | None) -> pl.Expr:
         .when(reason == DUPLICATE_ROW).then(pl.lit("byte-identical copy of an accepted row; skipped once"))
         .when(reason == MISSING_KEY).then(pl.lit("InteractionIDKey, SiteID or SeqNo is missing"))
         .when(reason == MISSING_START).then(pl.lit("StartDateTimeUTC is missing"))
-        .otherwise(pl.lit(None, dtype=pl.String))
+        .otherwise(pl.lit(None, dtype=pl.String)))
     )
 
 
@@ -308,7 +336,9 @@ def normalise_day(legacy: object, day: date, site_timezone: str | None, hasher: 
         pl.min_horizontal(start, end).alias("start_time"),
         pl.max_horizontal(start, end).alias("end_time"),
     )
-    frame = frame.with_columns(_reason_expr(site_timezone, day_start).alias("reason"))
+    unparseable = UNPARSEABLE_COLUMN in frame.columns
+    frame = frame.with_columns(_duration_problem().alias("_duration_problem"))
+    frame = frame.with_columns(_reason_expr(site_timezone, day_start, unparseable).alias("reason"))
     duplicate = pl.col("_extra_copy") & ~pl.col("conflicting_duplicate") & pl.col("reason").is_null()
     frame = frame.with_columns(
         pl.when(duplicate).then(pl.lit(DUPLICATE_ROW)).otherwise(pl.col("reason")).alias("reason"),
@@ -320,7 +350,7 @@ def normalise_day(legacy: object, day: date, site_timezone: str | None, hasher: 
         pl.lit(day).alias("day"),
         pl.when(pl.col("reason") == DUPLICATE_ROW).then(pl.lit(SKIPPED_DUPLICATE)).otherwise(pl.lit(QUARANTINED))
         .alias("outcome"),
-        "reason", _detail_expr(site_timezone).alias("detail"), "x_legacy_id", *_KEY, "source_row",
+        "reason", _detail_expr(site_timezone, unparseable).alias("detail"), "x_legacy_id", *_KEY, "source_row",
         _raw_json(rejected, source_columns).alias("raw"),
     ).cast(QUARANTINE_SCHEMA).sort("source_row")  # type: ignore[arg-type]
 

@@ -50,6 +50,25 @@ MEDIA_TYPE = "message"
 MESSAGE_TYPE = "webmessaging"
 #: Genesys accepts at most this many message ids per bulk request.
 BULK_MAX_IDS = 1000
+#: Rejection code of an API answer whose shape is not what the archive contract reads.
+UNEXPECTED_TYPE = "unexpected_type"
+
+
+class UnexpectedApiShape(ValueError):
+    """An API page holds a value of the wrong type where the archive reads a field: the day is rejected with
+    ``reason`` (never archived with a silently coerced or dropped value)."""
+
+    def __init__(self, detail: str, reason: str = UNEXPECTED_TYPE) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _require(value: Any, kinds: type | tuple[type, ...], what: str, optional: bool = False) -> None:
+    if (value is None and optional) or isinstance(value, kinds):
+        return
+    raise UnexpectedApiShape(f"{what} is {type(value).__name__} ({str(value)[:80]!r}), expected "
+                             f"{kinds.__name__ if isinstance(kinds, type) else '/'.join(k.__name__ for k in kinds)}")
 
 
 def strip(value: Any, allow: AllowList = ALLOW_LIST) -> Any:
@@ -113,6 +132,7 @@ def query_body(day: date) -> dict[str, Any]:
 
 def started_in_day(conversation: Mapping[str, Any], day: date) -> bool:
     """A conversation belongs to the UTC day of its start (async jobs return midnight-crossers twice)."""
+    _require(conversation, Mapping, "a details-job conversation")
     start = parse_genesys_datetime(conversation.get("conversationStart"))
     return start is not None and start.date() == day
 
@@ -159,10 +179,13 @@ def _media_reference(attachment: Mapping[str, Any]) -> dict[str, Any]:
 
 def message_record(entity: Mapping[str, Any]) -> dict[str, Any]:
     """One ``MessageData`` from the bulk endpoint → the archive's message (id, timestamp, direction, text, media)."""
+    _require(entity, Mapping, "a bulk message entity")
     normalized = entity.get("normalizedMessage") or {}
+    _require(normalized, Mapping, f"normalizedMessage of message {entity.get('id')!r}")
     text = normalized.get("text")
     if text is None:
         text = entity.get("textBody")
+    _require(text, str, f"text of message {entity.get('id')!r}", optional=True)
     media = [
         _media_reference(content["attachment"])
         for content in normalized.get("content") or []
@@ -184,8 +207,13 @@ def message_record(entity: Mapping[str, Any]) -> dict[str, Any]:
 def build_record(conversation: Mapping[str, Any], messages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The archive line of one conversation: details-job conversation + its bulk messages, stripped.
 
-    Messages are ordered by (timestamp, id) so the same conversation always gives the same bytes.
+    Messages are ordered by (timestamp, id) so the same conversation always gives the same bytes. A conversation
+    that is not an object, or participants that are not a list of objects, raise :class:`UnexpectedApiShape`.
     """
+    _require(conversation, Mapping, "a details-job conversation")
+    _require(conversation.get("participants"), list, "participants", optional=True)
+    for p in conversation.get("participants") or []:
+        _require(p, Mapping, f"a participant of conversation {conversation.get('conversationId')!r}")
     ordered = sorted((message_record(m) for m in messages),
                      key=lambda m: (str(m.get("timestamp") or ""), str(m.get("id") or "")))
     record = {

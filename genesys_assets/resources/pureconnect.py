@@ -47,6 +47,8 @@ import polars as pl
 import pyarrow as pa
 from pydantic import Field
 
+from genesys_assets.lib.legacy_interactions import UNPARSEABLE_COLUMN
+
 SQLITE, MSSQL, ORACLE = "sqlite", "mssql", "oracle"
 _SCHEMES = {"sqlite": SQLITE, "mssql": MSSQL, "sqlserver": MSSQL, "oracle": ORACLE}
 
@@ -196,14 +198,20 @@ class LegacyDay:
         return pl.col("StartDTOffset").is_null()
 
 
-def _normalise(table: pa.Table, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    """Backend-neutral frame: names matched case-insensitively (Oracle upper-cases), fixed dtypes."""
+def _normalise(table: pa.Table, schema: dict[str, pl.DataType], *, flag_unparseable: bool = False) -> pl.DataFrame:
+    """Backend-neutral frame: names matched case-insensitively (Oracle upper-cases), fixed dtypes.
+
+    With ``flag_unparseable`` (InteractionSummary), datetime text that does not parse becomes NULL and the row
+    gets ``UnparseableTimestamps`` (``Col='raw'; ...``) so the day quarantines it as ``unparseable_timestamp``
+    instead of failing; the column is only added when some row needs it. Otherwise a bad value is an error.
+    """
     if table.num_columns == 0:
         return pl.DataFrame(schema=schema)
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     by_lower = {c.lower(): c for c in frame.columns}
     exprs = []
+    failures: list[pl.Expr] = []
     for name, dtype in schema.items():
         src = by_lower.get(name.lower())
         if src is None:
@@ -212,7 +220,10 @@ def _normalise(table: pa.Table, schema: dict[str, pl.DataType]) -> pl.DataFrame:
         col, current = pl.col(src), frame.schema[src]
         if dtype == _DT:
             if current == pl.String:
-                col = col.str.strip_chars().str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us", strict=True)
+                col = col.str.strip_chars().str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us",
+                                                            strict=not flag_unparseable)
+                failures.append(pl.when(pl.col(src).is_not_null() & col.is_null())
+                                .then(pl.format("{}='{}'", pl.lit(name), pl.col(src))))
             elif isinstance(current, pl.Datetime) and current.time_zone is not None:
                 col = col.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
         elif dtype == _TEXT and current != pl.String:
@@ -222,6 +233,10 @@ def _normalise(table: pa.Table, schema: dict[str, pl.DataType]) -> pl.DataFrame:
         if name in _GUID_COLUMNS:
             col = col.cast(pl.String).str.to_uppercase()
         exprs.append(col.cast(dtype, strict=True).alias(name))
+    if flag_unparseable and failures:
+        flags = pl.concat_str(failures, separator="; ", ignore_nulls=True)
+        flagged = frame.select(*exprs, pl.when(flags != "").then(flags).alias(UNPARSEABLE_COLUMN))
+        return flagged if flagged[UNPARSEABLE_COLUMN].is_not_null().any() else flagged.drop(UNPARSEABLE_COLUMN)
     return frame.select(exprs)
 
 
@@ -320,7 +335,8 @@ class PureConnectResource(dg.ConfigurableResource):
             "InteractionCustomAttributes": INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA,
             "IR_RecordingMedia": IR_RECORDING_MEDIA_SCHEMA, "IR_Tag": IR_TAGS_SCHEMA,
         }
-        frames = {name: _normalise(self._query(sql, name), schemas[name]) for name, sql in queries.items()}
+        frames = {name: _normalise(self._query(sql, name), schemas[name],
+                                   flag_unparseable=name == "InteractionSummary") for name, sql in queries.items()}
         tags = frames["IR_Tag"]
         tag_lists = tags.group_by("RecordingId").agg(pl.col("TagName").unique().sort().alias("Tags"))
         recordings = (frames["IR_RecordingMedia"].join(tag_lists, on="RecordingId", how="left")

@@ -305,8 +305,8 @@ def historical_import_poster(client: object) -> lc.Poster:
                 raise lc.HistoricalImportDisabled(lc.ENABLE_HISTORICAL_IMPORT) from None
             raise
         except GenesysApiError as exc:
-            if exc.status == 400:
-                return 400, {"message": exc.api_message or str(exc)}, False
+            if exc.status in (400, 413):  # invalid or too large: the lib bisects and quarantines
+                return exc.status, {"message": exc.api_message or str(exc)}, False
             raise
         replayed = response.headers.get("X-Idempotent-Replay", "").lower() == "true"
         return response.status_code, lc.decode_answer(response.content), replayed
@@ -355,8 +355,9 @@ def cloud_interactions(
 
     skipped = payloads.filter(pl.col("queue_mapping") == "skipped")
     invalid = lc.invalid_records(payloads)
-    sendable = payloads.join(skipped.select("id"), on="id", how="anti").join(invalid.select("id"), on="id",
-                                                                               how="anti")
+    valid = payloads.join(skipped.select("id"), on="id", how="anti").join(invalid.select("id"), on="id", how="anti")
+    oversized = lc.oversized_records(valid)
+    sendable = valid.join(oversized.select("id"), on="id", how="anti")
     client = genesys.get_client()
     before = client.stats()
     started = time.perf_counter()
@@ -376,7 +377,11 @@ def cloud_interactions(
                                  pl.col("queue_legacy_id")).alias("detail")),
         invalid.select("id", "x_legacy_id", "payload", pl.lit(lc.INVALID_RECORD).alias("reason"),
                        pl.col("problem").alias("detail")),
-        rejected.select("id", "x_legacy_id", "payload", pl.lit(lc.TARGET_REJECTED).alias("reason"),
+        oversized.select("id", "x_legacy_id", "payload", pl.lit(lc.OVERSIZED_RECORD).alias("reason"),
+                         pl.col("problem").alias("detail")),
+        rejected.select("id", "x_legacy_id", "payload",
+                        pl.col("id").replace_strict(outcome.reasons, default=lc.TARGET_REJECTED,
+                                                    return_dtype=pl.String).alias("reason"),
                         pl.col("id").replace_strict(outcome.rejected, return_dtype=pl.String).alias("detail")),
     ]).with_columns(pl.lit(day).alias("day"), pl.lit("quarantined").alias("outcome")).select(
         list(lc.CLOUD_QUARANTINE_SCHEMA)).cast(lc.CLOUD_QUARANTINE_SCHEMA).sort("id")  # type: ignore[arg-type]
