@@ -22,7 +22,6 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import polars as pl
 
 from genesys_assets.lib.analytics_plan import (
@@ -37,6 +36,7 @@ from genesys_assets.lib.analytics_plan import (
 )
 from genesys_assets.lib.conversation_details import DayFlattener, DayResult
 from genesys_assets.lib.pii import AddressHasher
+from genesys_assets.lib.raw_redaction import redact_page
 from genesys_assets.resources.genesys_cloud_client import GenesysCloudClient
 from genesys_assets.resources.genesys_cloud_errors import DetailsJobExpired, DetailsJobFailed, GenesysError
 
@@ -79,17 +79,14 @@ class PassResult:
                 "windows": [asdict(w) for w in self.windows]}
 
 
-def _page_line(raw: bytes) -> bytes:
-    """A page as one NDJSON line: Genesys sends compact JSON (kept byte for byte); pretty JSON is compacted."""
-    raw = raw.strip()
-    if b"\n" in raw or b"\r" in raw:
-        raw = orjson.dumps(orjson.loads(raw))
-    return raw + b"\n"
-
-
 def run_window(client: GenesysCloudClient, flattener: DayFlattener, run: WindowRun, body: dict[str, Any],
-               raw_path: Path, *, page_size: int, max_submissions: int, day_end: datetime) -> None:
-    """Submit (again if it expires or fails), wait, then land and flatten every page of one window's job."""
+               raw_path: Path, hasher: AddressHasher, *, page_size: int, max_submissions: int,
+               day_end: datetime) -> None:
+    """Submit (again if it expires or fails), wait, then land and flatten every page of one window's job.
+
+    Each page is redacted first (customer numbers hashed), then landed as one NDJSON line and flattened, so the
+    landing zone holds no clear number and a replay from it gives the rows of the live run.
+    """
     while True:
         run.submissions += 1
         started = time.monotonic()
@@ -113,12 +110,12 @@ def run_window(client: GenesysCloudClient, flattener: DayFlattener, run: WindowR
                 raise DayNotAvailableError(
                     f"job {job_id} reports dataAvailabilityDate {iso(available)}, before the end of the day "
                     f"{iso(day_end)}: its results may be short")
-            line = _page_line(page.raw)
-            landing.write(line)
-            run.raw_bytes += len(line)
+            redacted = redact_page(page.raw, hasher)
+            landing.write(redacted + b"\n")
+            run.raw_bytes += len(redacted) + 1
             run.pages += 1
-            run.returned += page.raw.count(b'"conversationId"')  # one per conversation; no parse needed
-            flattener.add_page(page.raw)
+            run.returned += redacted.count(b'"conversationId"')  # one per conversation; no parse needed
+            flattener.add_page(redacted)
     try:
         client.delete_details_job(job_id)  # free the job slot; results are landed
     except GenesysError as exc:
@@ -141,7 +138,7 @@ def run_pass(client: GenesysCloudClient, day: date, hours: int, work: Path, hash
             raw_path = raw_dir / f"part-{i:03d}.ndjson.gz"
             raw_files.append(raw_path)
             body = details_job_body(lo, hi, media_types=media_types, limit=limit)
-            run_window(client, flattener, run, body, raw_path, page_size=page_size,
+            run_window(client, flattener, run, body, raw_path, hasher, page_size=page_size,
                        max_submissions=max_submissions, day_end=day_end)
             if window_counts:
                 run.total_hits = client.details_query_total_hits(sync_count_body(lo, hi, media_types=media_types))

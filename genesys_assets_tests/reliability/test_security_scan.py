@@ -115,9 +115,6 @@ def test_no_secret_token_or_customer_number_anywhere(demo: tuple[Path, str], san
     assert found == [], found[:20]
 
 
-@pytest.mark.xfail(strict=True, reason="open defect: the raw analytics landing zone keeps the API pages unchanged, "
-                   "ani/dnis included; hashing them needs the replay path (lib/conversation_details.py, owned by "
-                   "another engineer) to accept pre-hashed pages")
 def test_the_raw_landing_zone_holds_no_clear_customer_number(demo: tuple[Path, str], sandbox: Sandbox) -> None:
     assert [f for f in _findings(demo, sandbox) if RAW_LANDING in f] == []
 
