@@ -1,0 +1,1 @@
+"""Performance harness: `python -m benchmarks run --scale small|medium|large [--json PATH]` (see README.md)."""

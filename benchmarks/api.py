@@ -1,0 +1,151 @@
+"""Scenario 2: API efficiency of ``conversation_details`` for one day against the sandbox tenant.
+
+The emulator runs in the harness process (its memory is not the asset's); the asset is materialised with
+``dg.materialize`` in a measured subprocess, with the sandbox resource tuning ``definitions.py`` uses and the
+asset's own default config. Requests are counted on the server (the emulator's request log, every attempt, 429s
+included). The floor is what any client must ask for: the result pages at the maximum page size, one job submit,
+one status poll and one reconciliation (sync ``totalHits``) query. The same day is then run with 20 % of requests
+answered 429 (Retry-After: 1): wall time vs the fault-free run, and the five tables' bytes must be identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tempfile
+import time
+from collections import Counter
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import Scale, ScenarioResult, at_most, bench_home, log, ratio, run_child, target
+
+DAY = date(2024, 3, 5)
+PII_KEY = "bench-pii-hash-key-0123456789"
+
+
+def child_materialize(args: dict[str, Any]) -> dict[str, Any]:
+    """Materialise conversation_details for DAY against the emulator at ``base_url``."""
+    import dagster as dg
+    from dagster_duckdb import DuckDBResource
+
+    from genesys_assets.defs.analytics import assets as analytics_assets
+    from genesys_assets.resources.genesys_cloud import GenesysCloudResource
+    from genesys_assets.resources.lake import Lake
+    from genesys_assets.resources.pii import PiiHashingResource
+
+    home = Path(args["home"])
+    resources = {
+        "genesys": GenesysCloudResource(
+            api_base_url=args["base_url"], client_id=args["client_id"], client_secret=args["client_secret"],
+            requests_per_second=0.0, job_poll_initial_seconds=0.2, job_poll_max_seconds=2.0),  # definitions.py
+        "lake": Lake(base_uri=str(home / "lake")),
+        "warehouse": DuckDBResource(database=str(home / "warehouse.duckdb")),
+        "pii": PiiHashingResource(hash_key=PII_KEY),
+    }
+    start = time.perf_counter()
+    run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    if args.get("config"):
+        run_config["ops"] = {"conversation_details": {"config": args["config"]}}
+    result = dg.materialize([analytics_assets.conversation_details], resources=resources,
+                            partition_key=DAY.isoformat(), run_config=run_config)
+    seconds = time.perf_counter() - start
+    meta: dict[str, Any] = {}
+    for event in result.get_asset_materialization_events():
+        m = event.step_materialization_data.materialization
+        meta = {k: getattr(v, "value", v) for k, v in m.metadata.items()}
+    part = f"year={DAY.year:04d}/month={DAY.month:02d}/day={DAY.day:02d}"
+    digests = {str(f.relative_to(home)): hashlib.sha256(f.read_bytes()).hexdigest()
+               for f in sorted((home / "lake" / "analytics").glob(f"*/{part}/*.parquet"))}
+    return {"seconds": seconds, "rows": int(meta.get("rows", 0)), "raw_pages": int(meta.get("raw_pages", 0)),
+            "client_requests": int(meta.get("api_requests", 0)), "client_429s": int(meta.get("api_429s", 0)),
+            "seconds_waiting": float(meta.get("api_seconds_waiting", 0.0)), "digests": digests}
+
+
+def _kind(path: str) -> str:
+    if path.startswith("/oauth"):
+        return "token"
+    if "/details/jobs/" in path and path.endswith("/results"):
+        return "result_page"
+    if path.endswith("/details/jobs"):
+        return "job_submit"
+    if "/details/jobs/" in path:
+        return "job_status_or_delete"
+    if path.endswith("/details/query"):
+        return "sync_query"
+    return path.split("?")[0]
+
+
+def _run(emulator: Any, home: Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    emulator.clear_request_log()
+    out = run_child("benchmarks.api:child_materialize", {
+        "base_url": emulator.base_url, "client_id": emulator.client_id, "client_secret": emulator.client_secret,
+        "home": str(home), "config": config})
+    log_entries = [e for e in emulator.request_log() if not e["path"].startswith("/__sandbox__")]
+    out["http_requests"] = len(log_entries)
+    out["by_kind"] = dict(Counter(_kind(e["path"]) for e in log_entries))
+    out["answered_429"] = sum(1 for e in log_entries if e["status"] == 429)
+    return out
+
+
+def _figures(run: dict[str, Any]) -> dict[str, Any]:
+    return {"seconds": round(run["seconds"], 3), "rows_per_s": round(run["rows"] / run["seconds"]),
+            "peak_rss_mib": run["peak_rss_mib"], "http_requests": run["http_requests"], "rows": run["rows"],
+            "result_pages": run["raw_pages"], "answered_429": run["answered_429"], "requests_by_kind": run["by_kind"]}
+
+
+def scenario_api(scale: Scale) -> ScenarioResult:
+    from genesys_assets.defs.analytics.assets import ConversationDetailsConfig
+    from genesys_assets.sandbox.genesys_emulator import FaultConfig, GenesysEmulator
+    from genesys_assets.sandbox.genesys_emulator_analytics import JOB_MAX_PAGE_SIZE
+
+    n = scale.api_conversations
+    state = bench_home() / "api" / f"tenant-{n}"
+    with GenesysEmulator(state, conversations_per_day=n, faults=FaultConfig()) as emulator:
+        for d in (DAY - timedelta(days=1), DAY):
+            emulator.store.day(d)  # generate (or load) the days before anything is timed
+        with tempfile.TemporaryDirectory(prefix="bench-api-", dir=bench_home()) as tmp:
+            log(f"api: conversation_details for a day of {n:,} conversations, fault-free")
+            clean = _run(emulator, Path(tmp) / "clean")
+            emulator.set_faults(rate_429=0.2, retry_after="1")
+            log("api: the same day with 20 % of requests answered 429 (Retry-After: 1)")
+            faulty = _run(emulator, Path(tmp) / "faulty")
+            emulator.set_faults(rate_429=0.0)
+            log(f"api: the same day with page_size={JOB_MAX_PAGE_SIZE} (the API's maximum), fault-free")
+            max_pages = _run(emulator, Path(tmp) / "max-page", {"page_size": JOB_MAX_PAGE_SIZE})
+            emulator.set_faults(rate_429=0.2, retry_after="1")
+            log(f"api: page_size={JOB_MAX_PAGE_SIZE} with 20 % of requests answered 429")
+            max_faulty = _run(emulator, Path(tmp) / "max-page-faulty", {"page_size": JOB_MAX_PAGE_SIZE})
+            emulator.set_faults(rate_429=0.0)
+    returned = clean["by_kind"].get("result_page", 0) and clean["raw_pages"]
+    conversations_returned = clean["rows"]  # lower bound of what the job returned (neighbours come on top)
+    floor_pages = max(1, math.ceil(conversations_returned / JOB_MAX_PAGE_SIZE))
+    floor = floor_pages + 1 + 1 + 1  # pages + submit + one poll + one reconciliation query
+    ours = _figures(clean)
+    res = ScenarioResult("api", f"2. API efficiency: conversation_details for one day of {n:,} conversations",
+                         scale.name, ours)
+    res.baselines["floor"] = {"http_requests": floor, "result_pages": floor_pages}
+    res.baselines["fault_free"] = ours
+    res.figures = {**ours, "with_429": _figures(faulty), f"page_size_{JOB_MAX_PAGE_SIZE}": _figures(max_pages),
+                   f"page_size_{JOB_MAX_PAGE_SIZE}_with_429": _figures(max_faulty)}
+    req_ratio = ratio(clean["http_requests"], floor)
+    wall_ratio = ratio(faulty["seconds"], clean["seconds"])
+    identical = clean["digests"] == faulty["digests"] and bool(clean["digests"])
+    res.ratios = {"requests_vs_floor": req_ratio, "wall_429_vs_fault_free": wall_ratio,
+                  "requests_vs_floor_at_max_page_size": ratio(max_pages["http_requests"], floor),
+                  "wall_429_vs_fault_free_at_max_page_size": ratio(max_faulty["seconds"], max_pages["seconds"])}
+    res.targets = [
+        at_most("requests vs floor", req_ratio, 1.1,
+                note=f"asset page_size {ConversationDetailsConfig().page_size} (API max {JOB_MAX_PAGE_SIZE})"),
+        at_most("wall time with 20% 429 vs fault-free", wall_ratio, 1.5),
+        target("output identical with 429s", "identical", float(identical), identical),
+        target("output identical at max page size (+429s)", "identical", None,
+               clean["digests"] == max_pages["digests"] == max_faulty["digests"]),
+    ]
+    res.notes.append(f"at page_size {JOB_MAX_PAGE_SIZE}: {max_pages['http_requests']} requests "
+                     f"{max_pages['by_kind']}; bytes identical to the default run: "
+                     f"{max_pages['digests'] == clean['digests']}")
+    res.notes.append(f"fault-free requests by kind {clean['by_kind']}; with 429s {faulty['by_kind']} "
+                     f"({faulty['answered_429']} answered 429); result pages landed {returned}")
+    return res

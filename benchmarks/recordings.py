@@ -1,0 +1,164 @@
+"""Scenario 3: recording staging to the sandbox S3 (moto server on loopback, run by the harness process).
+
+Input: recordings written by the sandbox's own writer, 8 kHz, mixed codecs (PCM, mu-law, A-law and GSM 6.10 WAV
+the player plays as-is; AMR-NB and G.726 that must be transcoded), durations spread over 30 s to the scale's
+maximum (10 min at large).
+
+* Upload: ours = ``stage_all`` (the staged_recordings asset's path: probe by decoding, content-hash key, SSE,
+  tags, HEAD verify; its default 10 workers) over the already-playable files, vs ``aws s3 cp --recursive`` of the
+  same files to the same endpoint (awscli's default 10 concurrent requests). Target: ours >= 1x awscli.
+* Transcode: ours = ``transcode_to_pcm_wav`` (PyAV, in process) over the files needing it, on a pool of the
+  asset's size, vs one ``ffmpeg`` process per file (Debian's ffmpeg, as a shell loop would run it). Target >= 2x.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import Scale, ScenarioResult, at_least, bench_home, log, ratio, run_child
+
+DAY = date(2024, 3, 5)
+WORKERS = 10  # stage_all's default, and awscli's default max_concurrent_requests
+PLAYABLE = ("pcm16", "mulaw", "alaw", "gsm610")
+TRANSCODE = ("amr_nb", "g726")
+
+
+def prepare_recordings(count: int, max_seconds: int) -> Path:
+    """``count`` recordings under playable/ and transcode/ (cached); about 2/3 playable."""
+    from genesys_assets.sandbox.recordings import RecordingKind, extension, write_recording
+
+    root = bench_home() / "recordings" / f"set-{count}-{max_seconds}"
+    if (root / "READY").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    log(f"recordings: writing {count} recordings of 30-{max_seconds} s (cached under {root})")
+    rng = random.Random(count * 7919 + max_seconds)
+    for i in range(count):
+        playable = i % 3 != 2
+        kind = RecordingKind(rng.choice(PLAYABLE if playable else TRANSCODE))
+        seconds = rng.uniform(30, max(30, max_seconds))
+        folder = root / ("playable" if playable else "transcode")
+        path = folder / f"rec-{i:05d}{extension(kind)}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_recording(path, kind, f"bench-{i}", int(seconds * 1000))
+    (root / "READY").write_text(str(count))
+    return root
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file())
+
+
+def child_stage(args: dict[str, Any]) -> dict[str, Any]:
+    """Ours: stage_all over the playable files into a fresh bucket."""
+    import boto3
+
+    from genesys_assets.lib.recordings_staging import StagingSettings, stage_all
+
+    s3 = boto3.client("s3", endpoint_url=args["endpoint"], aws_access_key_id=args["key_id"],
+                      aws_secret_access_key=args["secret"], region_name=args["region"])
+    links = [{"recording_id": p.stem, "interaction_id": p.stem, "x_legacy_id": p.stem, "media_uri": p.as_uri(),
+              "db_duration_ms": None, "ir_tags": []} for p in _files(Path(args["folder"]))]
+    start = time.perf_counter()
+    manifest, run = stage_all(s3, links, DAY, StagingSettings(bucket=args["bucket"]), workers=WORKERS)
+    seconds = time.perf_counter() - start
+    staged = manifest.filter(manifest["status"] == "staged").height
+    return {"seconds": seconds, "files": len(links), "staged": staged, "bytes": run.bytes_uploaded,
+            "http_requests": None}
+
+
+def child_transcode(args: dict[str, Any]) -> dict[str, Any]:
+    """Ours: PyAV transcodes in process on the asset's pool."""
+    from genesys_assets.lib.recordings_staging import transcode_to_pcm_wav
+
+    files = _files(Path(args["folder"]))
+    out = Path(args["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        list(pool.map(lambda p: transcode_to_pcm_wav(p, out / f"{p.stem}.wav"), files))
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "files": len(files), "bytes": sum(p.stat().st_size for p in files)}
+
+
+def child_command(args: dict[str, Any]) -> dict[str, Any]:
+    """A baseline tool: one command, or one command per file, run to completion (peak RSS: the largest one)."""
+    env = {**os.environ, **args.get("env", {})}
+    start = time.perf_counter()
+    for cmd in args["commands"]:
+        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "files": args["files"], "bytes": args["bytes"]}
+
+
+def _figures(run: dict[str, Any]) -> dict[str, Any]:
+    return {"seconds": round(run["seconds"], 3), "files": run["files"],
+            "rows_per_s": round(run["files"] / run["seconds"], 2),
+            "mb_per_s": round(run["bytes"] / 1e6 / run["seconds"], 1), "peak_rss_mib": run["peak_rss_mib"],
+            **({"staged": run["staged"]} if "staged" in run else {})}
+
+
+def scenario_recordings(scale: Scale) -> ScenarioResult:
+    from genesys_assets.sandbox.s3 import SANDBOX_ACCESS_KEY, SANDBOX_REGION, SANDBOX_SECRET_KEY, SandboxS3
+
+    root = prepare_recordings(scale.recordings, scale.recording_max_seconds)
+    playable, transcode = root / "playable", root / "transcode"
+    playable_bytes = sum(p.stat().st_size for p in _files(playable))
+    transcode_files = _files(transcode)
+    res = ScenarioResult("recordings", f"3. Recording staging: {scale.recordings} recordings, 30-"
+                         f"{scale.recording_max_seconds} s, 8 kHz, mixed codecs", scale.name, {})
+    aws = shutil.which("aws")
+    ffmpeg = shutil.which("ffmpeg")
+    with SandboxS3(buckets=("bench-ours", "bench-aws")) as s3, \
+            tempfile.TemporaryDirectory(prefix="bench-rec-", dir=bench_home()) as tmp:
+        creds = {"endpoint": s3.endpoint_url, "key_id": SANDBOX_ACCESS_KEY, "secret": SANDBOX_SECRET_KEY,
+                 "region": SANDBOX_REGION}
+        log(f"recordings: ours (stage_all) over {len(_files(playable))} playable files")
+        ours = _figures(run_child("benchmarks.recordings:child_stage",
+                                  {**creds, "folder": str(playable), "bucket": "bench-ours"}))
+        res.figures = {"upload": ours}
+        if aws:
+            log("recordings: baseline aws s3 cp --recursive")
+            env = {"AWS_ACCESS_KEY_ID": SANDBOX_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SANDBOX_SECRET_KEY,
+                   "AWS_DEFAULT_REGION": SANDBOX_REGION}
+            cmd = [aws, "--endpoint-url", s3.endpoint_url, "s3", "cp", "--recursive", "--only-show-errors",
+                   str(playable), "s3://bench-aws/recordings/"]
+            base = _figures(run_child("benchmarks.recordings:child_command", {
+                "commands": [cmd], "env": env, "files": len(_files(playable)), "bytes": playable_bytes}))
+            res.baselines["aws_s3_cp"] = base
+        else:
+            base = None
+            res.notes.append("awscli not installed: `uv sync --group bench` (see benchmarks/README.md)")
+        log(f"recordings: ours transcoding {len(transcode_files)} files (PyAV in process)")
+        tr_bytes = sum(p.stat().st_size for p in transcode_files)
+        ours_tr = _figures(run_child("benchmarks.recordings:child_transcode",
+                                     {"folder": str(transcode), "out": f"{tmp}/ours"}))
+        res.figures["transcode"] = ours_tr
+        if ffmpeg:
+            log("recordings: baseline one ffmpeg process per file")
+            out = Path(tmp) / "ffmpeg"
+            out.mkdir()
+            cmds = [[ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(p), "-ac", "1", "-c:a", "pcm_s16le",
+                     "-fflags", "+bitexact", str(out / f"{p.stem}.wav")] for p in transcode_files]
+            base_tr = _figures(run_child("benchmarks.recordings:child_command", {
+                "commands": cmds, "files": len(transcode_files), "bytes": tr_bytes}))
+            res.baselines["ffmpeg_per_file"] = base_tr
+        else:
+            base_tr = None
+            res.notes.append("ffmpeg not installed: `sudo apt-get install -y ffmpeg` (see benchmarks/README.md)")
+    up = ratio(base["seconds"], ours["seconds"]) if base else None
+    tr = ratio(base_tr["seconds"], ours_tr["seconds"]) if base_tr else None
+    res.ratios = {"upload_speed_vs_awscli": up, "transcode_speed_vs_ffmpeg": tr}
+    res.targets = [at_least("upload vs aws s3 cp --recursive", up, 1,
+                            note="ours also probes by decoding, hashes, tags, encrypts and HEAD-verifies"),
+                   at_least("transcode vs one ffmpeg per file", tr, 2)]
+    return res
