@@ -208,10 +208,11 @@ def test_rate_limiter_bounds_the_rate_across_threads() -> None:
     assert len(stamps) == 80
     span = stamps[-1] - stamps[0]
     assert span >= 79 / 50 * 0.97, span
-    # no 0.2 s window holds more than rate*window + 1 requests
+    # No 0.2 s window holds more than its share; on a loaded machine each of the 8 threads may wake up late and
+    # land in the same window once (the slots themselves stay spaced, as the span above proves).
     for i, start in enumerate(stamps):
         in_window = sum(1 for s in stamps[i:] if s - start < 0.2)
-        assert in_window <= 0.2 * 50 + 2, in_window
+        assert in_window <= 0.2 * 50 + len(threads), in_window
 
 
 def test_rate_limiter_disabled() -> None:
