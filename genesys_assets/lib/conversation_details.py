@@ -901,12 +901,15 @@ class DayFlattener:
     """Flatten a day page by page with memory flat in the day's size.
 
     ``add_page(raw)`` parses a page (on a background thread, so parsing the next page overlaps flattening the
-    current batch); every ``spill_conversations`` conversations the batch is flattened and spilled to zstd
-    Parquet part files under ``work_dir``. ``finish(out_dir)`` picks the surviving version of every conversation
-    across the whole day from the (small) conversation parts, then streams each table's parts through a semi-join
-    on the version ordinal into ``out_dir/<table>/part-NNNNN.parquet``: 100k-row row groups, zstd, one file per
+    current batch); every ``spill_conversations`` conversations the batch is flattened and spilled to lz4 Arrow
+    IPC part files under ``work_dir`` (written on a second thread, overlapping the next batch's flattening).
+    ``finish(out_dir)`` picks the surviving version of every conversation across the whole day from the (small)
+    conversation parts, in hash partitions so memory stays flat, then streams each table's parts, filtered by a
+    bitmap of surviving version ordinals, into ``out_dir/<table>/part-NNNNN.parquet``: 100k-row row groups, each
+    dictionary-encoded on its own rows (so the bytes never depend on how pages were batched), zstd, one file per
     table unless it would exceed ``TARGET_FILE_BYTES``. Nothing is written to ``out_dir`` before ``finish``;
-    every file appears atomically.
+    every file appears atomically. Measured (``python -m benchmarks``): peak RSS ~490 MiB at 1M conversations,
+    flat from 100k.
     """
 
     def __init__(self, day: date, work_dir: str | Path, hmac_key: bytes | str | AddressHasher, *,
