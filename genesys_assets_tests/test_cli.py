@@ -75,7 +75,7 @@ def test_sandbox_serves_until_interrupted_and_cleans_up(tmp_path: Path) -> None:
 
 
 def test_demo_materializes_every_asset_and_keeps_run_history(tmp_path: Path) -> None:
-    home = tmp_path / "home"
+    home = tmp_path / ".genesys"  # as the default GENESYS_HOME: a dot directory above the lake must not hide it
     done = subprocess.run(_command("demo", "--start", "2026-11-02", "--end", "2026-11-02", *SMALL),
                           env=_env(home), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -8,8 +8,6 @@ files yet gets a typed empty view; the next run swaps in the real one.
 
 from __future__ import annotations
 
-import os
-
 import duckdb
 import pyarrow as pa
 
@@ -49,12 +47,8 @@ def _literal(text: str) -> str:
 
 
 def _has_files(lake: Lake, table: str) -> bool:
-    if lake.is_s3:
-        return any(p.endswith(".parquet") for p in lake.list(f"{TABLE_ROOT}/{table}"))
-    root = lake.uri(f"{TABLE_ROOT}/{table}")
-    return os.path.isdir(root) and any(
-        f.endswith(".parquet") and "/." not in dirpath.replace(os.sep, "/") + "/"
-        for dirpath, _, files in os.walk(root) for f in files)
+    # Lake.list already leaves out temporary and staging entries (dot names inside the lake, not above it).
+    return any(p.endswith(".parquet") for p in lake.list(f"{TABLE_ROOT}/{table}"))
 
 
 def _configure_s3(connection: duckdb.DuckDBPyConnection, lake: Lake) -> None:
