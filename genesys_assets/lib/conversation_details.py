@@ -37,12 +37,13 @@ import json
 import math
 import os
 import shutil
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 import polars as pl
@@ -88,11 +89,8 @@ __all__ = [
 ROW_GROUP_SIZE = 100_000
 TARGET_FILE_BYTES = 256 * 1024 * 1024  # upper end of the 128-256 MB target; a day smaller than this is one file
 PARQUET_COMPRESSION = "zstd"
-_PART_TO_PARQUET = 0.4  # final zstd Parquet bytes per byte of lz4 IPC part (measured ~0.3-0.45)
 TABLES = ("conversations", "participants", "sessions", "segments", "wrapup_facts")
-_SPILL_COMPRESSION: Literal["lz4", "uncompressed"] = "lz4"  # part files: cheap to write and rescan
 _SELECT_ROWS = 250_000  # conversation versions sorted at once when picking the survivors (memory bound)
-_WRITE_THREADS = 1  # 2 threads measured no faster on this shared 2-core machine and +200 MiB peak at 100k
 
 ATTRIBUTES_TYPE = pa.map_(pa.string(), pa.string())
 _KV = pa.list_(pa.struct([("key", pa.string()), ("value", pa.string())]))
@@ -800,71 +798,92 @@ def wrapup_facts(flat: FlatTables, labels: pl.DataFrame | pa.Table | None = None
 # ============================================================================================== streaming
 
 class _ParquetSink:
-    """Writes one table as 100k-row row groups into files of about ``rows_per_file`` rows, atomically."""
+    """Writes one table as 100k-row row groups into files of at most about ``TARGET_FILE_BYTES``, atomically.
 
-    def __init__(self, folder: Path, name: str, schema: pa.Schema, rows_per_file: int, *, plain: bool = False) -> None:
-        self.folder, self.name, self.plain = folder, name, plain
+    Rows arrive as plain strings and each row group is dictionary-encoded on its own rows, so the dictionaries
+    (so the bytes) depend only on the group's rows, never on how the input happened to be batched. Until a row
+    group is full its rows wait in an uncompressed Arrow IPC spool file beside the output (a memory copy to write
+    and to read back), not in memory: five tables' worth of partial row groups were ~115 MiB of the peak at 100k.
+    """
+
+    def __init__(self, folder: Path, name: str, schema: pa.Schema) -> None:
+        self.folder, self.name = folder, name
         self.schema = schema.with_metadata({**(schema.metadata or {}),
                                             b"genesys_assets.table": name.encode(),
                                             b"genesys_assets.schema_version": str(SCHEMA_VERSION).encode()})
-        self.rows_per_file = max(ROW_GROUP_SIZE, rows_per_file)
+        self.plain = _plain(schema)
         self.dict_columns = [f.name for f in schema if pa.types.is_dictionary(f.type)]
-        self._buffer: list[pa.Table] = []
+        self._spool_path = folder / ".spool.arrows"
+        self._spool: pa.ipc.RecordBatchStreamWriter | None = None
         self._buffered = 0
+        self._out: pa.NativeFile | None = None
         self._writer: pq.ParquetWriter | None = None
         self._tmp: Path | None = None
-        self._file_rows = 0
         self.files: list[Path] = []
         self.rows = 0
         self.bytes = 0
 
-    def write(self, table: pa.Table) -> None:
+    def write(self, frame: pl.DataFrame | pa.Table) -> None:
+        """Append rows (any column order; ``_seq`` and other extra columns are ignored)."""
+        table = _to_schema(frame, self.plain)
         if table.num_rows == 0:
             return
-        self._buffer.append(table)
-        self._buffered += table.num_rows
-        while self._buffered >= ROW_GROUP_SIZE:
-            self._flush(ROW_GROUP_SIZE)
+        self._spooled(table)
+        if self._buffered >= ROW_GROUP_SIZE:
+            self._flush_groups(final=False)
 
-    def _flush(self, n: int) -> None:
-        data = pa.concat_tables(self._buffer)
-        if self.plain:
-            # Buffered as plain strings, encoded per row group: the dictionaries (so the bytes) depend only on the
-            # group's rows, never on how the input happened to be batched; and one copy of a group, not several.
-            group = _encode_dictionaries(data.slice(0, n), self.schema)
-        else:
-            data = data.unify_dictionaries()
-            group = data.slice(0, n)
-        rest = data.slice(n)
-        self._buffer = [rest] if rest.num_rows else []
-        self._buffered = rest.num_rows
+    def _spooled(self, table: pa.Table) -> None:
+        if self._spool is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._spool = pa.ipc.new_stream(str(self._spool_path), self.plain)
+        self._spool.write_table(table)
+        self._buffered += table.num_rows
+
+    def _flush_groups(self, *, final: bool) -> None:
+        """Write the spool's full row groups (and, when ``final``, the last partial one); re-spool the rest."""
+        assert self._spool is not None
+        self._spool.close()
+        self._spool, self._buffered = None, 0
+        with pa.OSFile(str(self._spool_path)) as source:
+            data = pa.ipc.open_stream(source).read_all()
+        full = data.num_rows if final else data.num_rows - data.num_rows % ROW_GROUP_SIZE
+        for start in range(0, full, ROW_GROUP_SIZE):
+            self._write_group(data.slice(start, min(ROW_GROUP_SIZE, full - start)))
+        self._spool_path.unlink()
+        if full < data.num_rows:
+            self._spooled(data.slice(full))
+
+    def _write_group(self, rows: pa.Table) -> None:
+        group = _encode_dictionaries(rows, self.schema)
         if self._writer is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             final = self.folder / f"part-{len(self.files):05d}.parquet"
             self._tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
             self.files.append(final)
+            self._out = pa.OSFile(str(self._tmp), "wb")
             self._writer = pq.ParquetWriter(
-                self._tmp, self.schema, compression=PARQUET_COMPRESSION, use_dictionary=self.dict_columns,
+                self._out, self.schema, compression=PARQUET_COMPRESSION, use_dictionary=self.dict_columns,
                 write_statistics=True, store_schema=True)
-        self._writer.write_table(group if self.plain else group.combine_chunks(), row_group_size=ROW_GROUP_SIZE)
-        self._file_rows += group.num_rows
+        self._writer.write_table(group, row_group_size=ROW_GROUP_SIZE)
         self.rows += group.num_rows
-        if self._file_rows >= self.rows_per_file:
+        assert self._out is not None
+        if self._out.tell() >= TARGET_FILE_BYTES:
             self._close_file()
 
     def _close_file(self) -> None:
         if self._writer is None:
             return
         self._writer.close()
-        assert self._tmp is not None
+        assert self._out is not None and self._tmp is not None
+        self._out.close()
         final = self.files[-1]
         os.replace(self._tmp, final)
         self.bytes += final.stat().st_size
-        self._writer, self._tmp, self._file_rows = None, None, 0
+        self._writer, self._out, self._tmp = None, None, None
 
     def close(self) -> None:
-        if self._buffered:
-            self._flush(self._buffered)
+        if self._spool is not None:
+            self._flush_groups(final=True)
         if self._writer is None and not self.files:  # an empty day still gets a (schema-only) file
             self.folder.mkdir(parents=True, exist_ok=True)
             final = self.folder / "part-00000.parquet"
@@ -874,6 +893,16 @@ class _ParquetSink:
             self.files.append(final)
             self.bytes += final.stat().st_size
         self._close_file()
+
+    def abandon(self) -> None:
+        """Close open files without finishing them (they are removed with the work directory)."""
+        if self._spool is not None:
+            self._spool.close()
+        if self._writer is not None:
+            self._writer.close()
+        if self._out is not None:
+            self._out.close()
+        self._spool, self._writer, self._out = None, None, None
 
 
 @dataclass
@@ -888,6 +917,7 @@ class DayResult:
     duplicate_segments: int = 0
     conform_pages: int = 0
     unknown_fields: list[str] = field(default_factory=list)
+    rewritten: bool = False  # a conversation came again after its first version was written: see DayFlattener
     rows: dict[str, int] = field(default_factory=dict)
     bytes_written: dict[str, int] = field(default_factory=dict)
     files: dict[str, list[Path]] = field(default_factory=dict)
@@ -897,24 +927,38 @@ class DayResult:
         return self.rows.get("conversations", 0)
 
 
-class DayFlattener:
-    """Flatten a day page by page with memory flat in the day's size.
+_VERSION_KEY = ("conversation_id", "conversation_end", "segment_count", "_seq")
 
-    ``add_page(raw)`` parses a page (on a background thread, so parsing the next page overlaps flattening the
-    current batch); every ``spill_conversations`` conversations the batch is flattened and spilled to lz4 Arrow
-    IPC part files under ``work_dir`` (written on a second thread, overlapping the next batch's flattening).
-    ``finish(out_dir)`` picks the surviving version of every conversation across the whole day from the (small)
-    conversation parts, in hash partitions so memory stays flat, then streams each table's parts, filtered by a
-    bitmap of surviving version ordinals, into ``out_dir/<table>/part-NNNNN.parquet``: 100k-row row groups, each
-    dictionary-encoded on its own rows (so the bytes never depend on how pages were batched), zstd, one file per
-    table unless it would exceed ``TARGET_FILE_BYTES``. Nothing is written to ``out_dir`` before ``finish``;
-    every file appears atomically. Measured (``python -m benchmarks``): peak RSS ~490 MiB at 1M conversations,
-    flat from 100k.
+
+def _keep_versions(frames: dict[str, pl.DataFrame], winners: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    return {name: df.join(winners, on="_seq", how="semi", maintain_order="left") for name, df in frames.items()}
+
+
+class DayFlattener:
+    """Flatten a day page by page into its Parquet tables, with memory flat in the day's size.
+
+    Three stages overlap on their own threads: pages are parsed (``parse_threads`` at once, in order), every
+    ``batch_conversations`` conversations are flattened on the caller's thread, and a writer thread streams each
+    batch into the tables' Parquet files (100k-row row groups, each dictionary-encoded on its own rows so the bytes
+    never depend on batching; zstd; a new file past ``TARGET_FILE_BYTES``) under ``work_dir``.
+
+    Dedup without a second pass: a batch is held back until the next one is flattened, and the versions of both
+    are resolved together (the module docstring's order), so a conversation repeated on the next page or two (a
+    retried page, an overlapping window edge) never reaches the files twice. A repeat of a conversation that is
+    already written is detected by 64-bit hashes of the written ids (a collision only costs a needless rewrite);
+    then ``finish`` picks the survivors across the day from small key files and rewrites the tables from the
+    written files (``DayResult.rewritten``).
+    Both paths write the same bytes. ``finish(out_dir)`` moves the files into ``out_dir/<table>/``; nothing is
+    written to ``out_dir`` before it. Measured with ``python -m benchmarks``.
     """
 
     def __init__(self, day: date, work_dir: str | Path, hmac_key: bytes | str | AddressHasher, *,
-                 labels: pl.DataFrame | pa.Table | None = None, spill_conversations: int = 10_000,
-                 parse_ahead: int = 2) -> None:
+                 labels: pl.DataFrame | pa.Table | None = None, tables: Iterable[str] | None = None,
+                 batch_conversations: int = 2_500, parse_threads: int = 2) -> None:
+        self.tables = TABLES if tables is None else tuple(tables)
+        unknown_tables = set(self.tables) - set(TABLES)
+        if unknown_tables:
+            raise ValueError(f"unknown table(s) {sorted(unknown_tables)}; known: {TABLES}")
         self.day = day
         self.work_dir = Path(work_dir)
         self.parts_dir = self.work_dir / f"parts-{day.isoformat()}"
@@ -923,17 +967,22 @@ class DayFlattener:
         self.parts_dir.mkdir(parents=True)
         self.hasher = as_hasher(hmac_key)
         self.labels = _prepare_labels(labels)
-        self.spill_conversations = spill_conversations
+        self.batch_conversations = batch_conversations
         self.result = DayResult(day=day)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse") if parse_ahead else None
-        self._spill_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spill") if parse_ahead else None
-        self._spill_write: Future[None] | None = None
-        self._parse_ahead = parse_ahead
-        self._pending: list[Future[pa.Table]] = []
+        self._parse_pool = ThreadPoolExecutor(max_workers=parse_threads, thread_name_prefix="parse")
+        self._parse_ahead = 2 * parse_threads
+        self._write_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
+        self._write: Future[None] | None = None
+        self._sinks = {name: _ParquetSink(self.parts_dir / name, name, TABLE_SCHEMAS[name]) for name in self.tables}
+        for folder in (*self.tables, "keys"):
+            (self.parts_dir / folder).mkdir()
+        self._pending: deque[Future[pa.Table]] = deque()
         self._parsed: list[pa.Table] = []
         self._parsed_rows = 0
+        self._held: dict[str, pl.DataFrame] | None = None
+        self._written_ids = pl.Series("h", [], pl.UInt64)
+        self._batches_written = 0
         self._seq = 0
-        self._spills = 0
         self._unknown: set[str] = set()
         self._finished = False
 
@@ -942,31 +991,17 @@ class DayFlattener:
         """Queue one raw result page."""
         self._check_open()
         self.result.pages += 1
-        if self._pool is None:
-            self._accept(parse_page(raw))
-            return
-        self._pending.append(self._pool.submit(parse_page, raw))
+        self._pending.append(self._parse_pool.submit(parse_page, raw))
         while len(self._pending) > self._parse_ahead:
-            self._accept(self._pending.pop(0).result())
+            self._accept(self._pending.popleft().result())
 
     def add_pages(self, pages: Iterable[bytes]) -> None:
         for raw in pages:
             self.add_page(raw)
 
-    def add_table(self, table: pa.Table) -> None:
-        """Queue an already parsed page (``parse_page`` output)."""
-        self._check_open()
-        self.result.pages += 1
-        self._drain()
-        self._accept(table)
-
     def _check_open(self) -> None:
         if self._finished:
             raise RuntimeError("DayFlattener.finish() was already called")
-
-    def _drain(self) -> None:
-        while self._pending:
-            self._accept(self._pending.pop(0).result())
 
     def _accept(self, table: pa.Table) -> None:
         meta = table.schema.metadata or {}
@@ -976,90 +1011,125 @@ class DayFlattener:
             self._unknown.update(json.loads(meta[b"unknown_fields"]))
         self._parsed.append(table.replace_schema_metadata(None))
         self._parsed_rows += table.num_rows
-        if self._parsed_rows >= self.spill_conversations:
-            self._spill()
+        if self._parsed_rows >= self.batch_conversations:
+            self._flatten_batch()
 
-    # ---- spilling -------------------------------------------------------------------------------------
-    def _spill(self) -> None:
+    # ---- batches --------------------------------------------------------------------------------------
+    def _flatten_batch(self) -> None:
         if not self._parsed:
             return
         batch = pa.concat_tables(self._parsed)
         self._parsed, self._parsed_rows = [], 0
         fr = _flatten_frames(batch, self.day, self.hasher, seq_start=self._seq)
         self._seq += batch.num_rows
+        del batch  # the parsed pages are no longer needed: free them before this batch waits for the writer
         r = self.result
         r.conversations_in += fr.conversations_in
         r.dropped_neighbours += fr.dropped_neighbours
         r.duplicate_segments += fr.duplicate_segments
-        facts = _wrapup_frame(fr.conversations, fr.participants, fr.sessions, fr.segments, self.labels)
-        out = {"conversations": fr.conversations, "participants": fr.participants, "sessions": fr.sessions,
-               "segments": fr.segments, "wrapup_facts": facts}
-        # The part files are written on the spill thread (Polars releases the GIL), so the next batch's flattening
-        # overlaps this one's writing; at most one batch waits, which keeps memory flat.
-        self._wait_spill_write()
-        if self._spill_pool is None:
-            _write_parts(out, self.parts_dir, self._spills)
-        else:
-            self._spill_write = self._spill_pool.submit(_write_parts, out, self.parts_dir, self._spills)
-        self._spills += 1
+        frames = {"conversations": fr.conversations, "participants": fr.participants, "sessions": fr.sessions,
+                  "segments": fr.segments}
+        if "wrapup_facts" in self.tables:
+            frames["wrapup_facts"] = _wrapup_frame(fr.conversations, fr.participants, fr.sessions, fr.segments,
+                                                   self.labels)
+        self._admit(frames)
 
-    def _wait_spill_write(self) -> None:
-        if self._spill_write is not None:
-            pending, self._spill_write = self._spill_write, None
+    def _admit(self, new: dict[str, pl.DataFrame]) -> None:
+        """Resolve the new batch's versions against the held one, then write the held one and hold the new."""
+        held = self._held
+        keys = [f["conversations"].select(_VERSION_KEY) for f in (held, new) if f is not None]
+        versions = sum(k.height for k in keys)
+        winners = _select_versions(pl.concat(keys).lazy()).collect()
+        if winners.height < versions:
+            self.result.duplicate_conversations += versions - winners.height
+            held = _keep_versions(held, winners) if held is not None else None
+            new = _keep_versions(new, winners)
+        if self._written_ids.is_in(_id_hashes(new["conversations"]).implode()).any():
+            self.result.rewritten = True  # a version of one of these is already in the files: finish() rewrites
+        if held is not None:
+            self._write_batch(held)
+        self._held = new
+
+    def _write_batch(self, frames: dict[str, pl.DataFrame]) -> None:
+        self._written_ids.append(_id_hashes(frames["conversations"]))
+        self._wait_write()  # at most one batch in the writer's hands: memory stays flat
+        self._write = self._write_pool.submit(self._write_parts, frames, self._batches_written)
+        self._batches_written += 1
+
+    def _write_parts(self, frames: dict[str, pl.DataFrame], number: int) -> None:
+        """(writer thread) The batch's rows into the sinks; ``_seq`` and version keys aside, for a rewrite."""
+        for name in self.tables:
+            df = frames[name]
+            self._sinks[name].write(df)
+            df.select("_seq").write_ipc(self.parts_dir / name / f"{number:06d}.seq", compression="uncompressed")
+        frames["conversations"].select(_VERSION_KEY).write_ipc(self.parts_dir / "keys" / f"{number:06d}.arrow",
+                                                               compression="lz4")
+
+    def _wait_write(self) -> None:
+        if self._write is not None:
+            pending, self._write = self._write, None
             pending.result()
 
     # ---- the day --------------------------------------------------------------------------------------
-    def finish(self, out_dir: str | Path, *, keep_work: bool = False,
-               tables: Iterable[str] | None = None) -> DayResult:
-        """Dedup across the whole day and write the final tables into ``out_dir``; return the counts.
-
-        ``tables`` limits the output to some of ``TABLES`` (the wrap-up facts asset re-flattens the raw landing
-        for its one table and need not write the other four).
-        """
+    def finish(self, out_dir: str | Path) -> DayResult:
+        """Flush the last batches, rewrite the tables if a repeat reached written rows, and move the files into
+        ``out_dir``; return the counts."""
         self._check_open()
-        self._drain()
-        self._spill()
-        self._wait_spill_write()
+        while self._pending:
+            self._accept(self._pending.popleft().result())
+        self._flatten_batch()
+        if self._held is not None:
+            self._write_batch(self._held)
+            self._held = None
+        self._wait_write()
         self._finished = True
         self._shutdown_pools()
-        out = Path(out_dir)
         r = self.result
         r.unknown_fields = sorted(self._unknown)
-        parts = {name: sorted((self.parts_dir / name).glob("*.arrow")) for name in TABLES}
-        total = r.conversations_in - r.dropped_neighbours  # conversation versions in the parts
-        winners = _winners(parts["conversations"], total)
-        r.duplicate_conversations = total - winners.height
-        wanted = TABLES if tables is None else tuple(tables)
-        unknown_tables = set(wanted) - set(TABLES)
-        if unknown_tables:
-            raise ValueError(f"unknown table(s) {sorted(unknown_tables)}; known: {TABLES}")
-        # The tables are independent: write them on two threads (Polars and the Parquet encoder release the GIL),
-        # the biggest first so the small ones fill in beside it. Each table's parts go as soon as it is written.
-        sizes = {name: sum(f.stat().st_size for f in parts[name]) for name in wanted}
-        order = sorted(wanted, key=lambda name: -sizes[name])
-        with ThreadPoolExecutor(max_workers=_WRITE_THREADS, thread_name_prefix="write") as pool:
-            alive = _alive(winners, self._seq)
-            futures = {name: pool.submit(_write_table, name, parts[name], alive, out / name,
-                                         None if keep_work else self.parts_dir / name) for name in order}
-            sinks = {name: futures[name].result() for name in order}
-        for name in wanted:
-            r.rows[name] = sinks[name].rows
-            r.bytes_written[name] = sinks[name].bytes
-            r.files[name] = sinks[name].files
-        if not keep_work:
-            shutil.rmtree(self.parts_dir, ignore_errors=True)
+        for sink in self._sinks.values():
+            sink.close()
+        sinks = self._rewritten_sinks() if r.rewritten else self._sinks
+        out = Path(out_dir)
+        for name in self.tables:
+            sink = sinks[name]
+            folder = out / name
+            folder.mkdir(parents=True, exist_ok=True)
+            r.files[name] = [folder / f.name for f in sink.files]
+            for src, dst in zip(sink.files, r.files[name], strict=True):
+                os.replace(src, dst)
+            r.rows[name] = sink.rows
+            r.bytes_written[name] = sink.bytes
+        shutil.rmtree(self.parts_dir, ignore_errors=True)
         return r
 
+    def _rewritten_sinks(self) -> dict[str, _ParquetSink]:
+        """The day's survivors picked across all batches, each table streamed again from its written files."""
+        r = self.result
+        versions = self._seq
+        winners = _winners(sorted((self.parts_dir / "keys").glob("*.arrow")), versions)
+        r.duplicate_conversations = r.conversations_in - r.dropped_neighbours - winners.height
+        alive = _alive(winners, versions)
+        sinks = {}
+        for name in self.tables:
+            sink = _ParquetSink(self.parts_dir / "rewritten" / name, name, TABLE_SCHEMAS[name])
+            seq_files = sorted((self.parts_dir / name).glob("*.seq"))
+            for batch in _surviving_rows(self._sinks[name].files, seq_files, alive):
+                sink.write(batch)
+            sink.close()
+            sinks[name] = sink
+        return sinks
+
     def close(self) -> None:
-        """Abandon the day: stop the parser and spill threads and remove the part files."""
+        """Abandon the day: stop the threads and remove the work files."""
         self._shutdown_pools(cancel=True)
+        for sink in self._sinks.values():
+            sink.abandon()
         shutil.rmtree(self.parts_dir, ignore_errors=True)
         self._finished = True
 
     def _shutdown_pools(self, cancel: bool = False) -> None:
-        for pool in (self._pool, self._spill_pool):
-            if pool is not None:
-                pool.shutdown(cancel_futures=cancel)
+        for pool in (self._parse_pool, self._write_pool):
+            pool.shutdown(cancel_futures=cancel)
 
     def __enter__(self) -> DayFlattener:
         return self
@@ -1069,70 +1139,24 @@ class DayFlattener:
             self.close()
 
 
-def _write_parts(frames: dict[str, pl.DataFrame], parts_dir: Path, number: int) -> None:
-    """One spill: each table's batch as an Arrow IPC part file (cheap to write and to read back), plus its
-    ``_seq`` column alone (``.seq``), so counting a table's survivors reads 8 bytes a row, not the whole part."""
-    for name, df in frames.items():
-        folder = parts_dir / name
-        folder.mkdir(exist_ok=True)
-        df.write_ipc(folder / f"{number:06d}.arrow", compression=_SPILL_COMPRESSION)
-        df.select("_seq").write_ipc(folder / f"{number:06d}.seq", compression="uncompressed")
+def _id_hashes(conversations: pl.DataFrame) -> pl.Series:
+    """64-bit hashes of the ids: 8 bytes a written conversation to remember (a set of the ids was ~70 MiB at 1M)."""
+    return conversations.get_column("conversation_id").hash(seed=0).alias("h")
 
 
-def _write_table(name: str, files: list[Path], alive: pl.Series, folder: Path,
-                 parts_to_remove: Path | None) -> _ParquetSink:
-    """Stream one table's spilled parts, surviving versions only (``alive``), into its Parquet file(s)."""
-    schema = TABLE_SCHEMAS[name]
-    part_bytes = sum(f.stat().st_size for f in files)
-    if part_bytes * _PART_TO_PARQUET <= TARGET_FILE_BYTES:
-        rows_per_file = 1 << 62  # one file whatever survives dedup: no need to count the survivors first
-    else:
-        # Exact survivors, for files of even size: from the small ``.seq`` sidecars, one part at a time.
-        rows = total = 0
-        for f in files:
-            seq = _read_ipc(f.with_suffix(".seq")).get_column("_seq")
-            rows += int(alive.gather(seq).sum())
-            total += seq.len()
-        kept = rows / max(1, total)
-        est = part_bytes * kept * _PART_TO_PARQUET
-        n_files = max(1, math.ceil(est / TARGET_FILE_BYTES))
-        rows_per_file = math.ceil(rows / n_files / ROW_GROUP_SIZE) * ROW_GROUP_SIZE
-    sink = _ParquetSink(folder, name, schema, rows_per_file, plain=True)
-    try:
-        if files:
-            for batch in _surviving_batches(files, alive, schema):
-                sink.write(batch)
-        sink.close()
-    except BaseException:
-        if sink._tmp is not None and sink._tmp.exists():
-            sink._tmp.unlink()
-        raise
-    if parts_to_remove is not None:
-        shutil.rmtree(parts_to_remove, ignore_errors=True)
-    return sink
-
-
-def _surviving_batches(files: list[Path], alive: pl.Series, schema: pa.Schema) -> Iterator[pa.Table]:
-    """The parts' rows of surviving conversation versions, in arrival order, one record batch at a time.
-
-    Read with ordinary file reads, not a memory map: mapped part files count in the process's RSS, and scanning
-    every column of every part through a map was the day's memory peak (measured ~850 MiB at 100k).
-    """
-    plain = _plain(schema)
+def _surviving_rows(files: list[Path], seq_files: list[Path], alive: pl.Series) -> Iterator[pa.Table]:
+    """The written rows of surviving versions, in order: each file's record batches beside their ``_seq``."""
+    seq = pl.concat([_read_ipc(f) for f in seq_files]).get_column("_seq")  # a rewrite follows a written batch
+    offset = 0
     for path in files:
-        with pa.OSFile(str(path)) as source:
-            reader = pa.ipc.open_file(source)
-            for i in range(reader.num_record_batches):
-                frame = pl.from_arrow(reader.get_batch(i))
-                assert isinstance(frame, pl.DataFrame)
-                # A gather from a day-sized bitmap, O(batch): an ``is_in`` against the day's winners rebuilt a
-                # hash set of every surviving version per batch, which grew with the day (measured at 1M).
-                mask = alive.gather(frame.get_column("_seq"))
-                yield _to_schema(frame.filter(mask).drop("_seq"), plain)
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=ROW_GROUP_SIZE):
+            mask = alive.gather(seq.slice(offset, batch.num_rows)).to_arrow()
+            offset += batch.num_rows
+            yield pa.Table.from_batches([batch]).filter(mask)
 
 
 def _read_ipc(path: Path) -> pl.DataFrame:
-    """A part file, read with ordinary reads (see ``_surviving_batches``)."""
+    """A work file, read with ordinary reads (a memory map would count the whole file in the process's RSS)."""
     with pa.OSFile(str(path)) as source:
         frame = pl.from_arrow(pa.ipc.open_file(source).read_all())
     assert isinstance(frame, pl.DataFrame)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -65,21 +66,31 @@ def _expire_first_job(emulator: GenesysEmulator) -> threading.Thread:
     return thread
 
 
-def _expire_tokens_mid_paging(emulator: GenesysEmulator) -> threading.Thread:
-    """Once two result pages were served, every token expires server-side: the next page answers 401."""
+def _after_pages(emulator: GenesysEmulator, pages: int, action: Callable[[str], object]) -> threading.Thread:
+    """Run ``action(job_id)`` once ``pages`` result pages were served (mid-paging, in the fetch thread's way)."""
 
     def run() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if sum(e["path"].endswith(RESULTS) and e["status"] == 200 for e in emulator.request_log()) >= 2:
-                with emulator._lock:
-                    emulator._tokens.clear()
+            served = [e["path"] for e in emulator.request_log() if e["path"].endswith(RESULTS) and e["status"] == 200]
+            if len(served) >= pages:
+                action(served[-1].split("/")[-2])
                 return
-            time.sleep(0.005)
+            time.sleep(0.002)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+def _expire_tokens_mid_paging(emulator: GenesysEmulator) -> threading.Thread:
+    """Once two result pages were served, every token expires server-side: the next page answers 401."""
+
+    def expire(job_id: str) -> None:
+        with emulator._lock:
+            emulator._tokens.clear()
+
+    return _after_pages(emulator, 2, expire)
 
 
 def test_faults_give_the_fault_free_output(emulator: GenesysEmulator, clean_digests: dict[str, str],
@@ -133,6 +144,49 @@ def test_gives_up_when_no_window_reconciles_and_writes_nothing(emulator: Genesys
     windows = error.user_failure_data.metadata["windows_tried"].value
     assert [p["window_hours"] for p in windows] == [24, 6]
     assert not (tmp_path / "lake" / "analytics").exists()
+
+
+
+def test_a_job_that_vanishes_mid_paging_restarts_the_pass(emulator: GenesysEmulator, clean_digests: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    """The 404 is raised in the fetch thread; the asset sees it as before and restarts the pass from scratch."""
+    emulator.clear_request_log()
+    emulator.set_faults(latency_seconds=0.03)
+    watcher = _after_pages(emulator, 2, emulator.jobs.delete)
+    try:
+        result = materialize(resources(emulator, tmp_path), DAY, "conversation_details", "wrapup_facts",
+                             config={"conversation_details": {"page_size": 20}})
+    finally:
+        emulator.set_faults(latency_seconds=0.0)
+        watcher.join(timeout=1)
+    assert any(e["path"].endswith(RESULTS) and e["status"] == 404 for e in emulator.request_log())
+    assert len(metadata(result, "conversation_details")["job_ids"]) == 1  # the second pass's job
+    assert sum(e["method"] == "POST" and e["path"].endswith("/details/jobs") for e in emulator.request_log()) == 2
+    assert table_digests(tmp_path / "lake", DAY, (*TABLES, "wrapup_facts")) == clean_digests
+
+
+def test_retries_exhausted_on_a_page_fail_the_run_with_the_clients_message(emulator: GenesysEmulator,
+                                                                           tmp_path: Path) -> None:
+    emulator.clear_request_log()
+    emulator.set_faults(latency_seconds=0.03)
+    watcher = _after_pages(emulator, 2, lambda job_id: emulator.fail_next(503, count=2))
+    try:
+        result = materialize(resources(emulator, tmp_path, max_attempts=2), DAY, "conversation_details",
+                             config={"conversation_details": {"page_size": 20}}, raise_on_error=False)
+    finally:
+        emulator.set_faults(latency_seconds=0.0)
+        watcher.join(timeout=1)
+        emulator.clear_faults()
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    error, messages = failure.event_specific_data.error, []
+    while error is not None:  # dagster's step error, caused by the client's own
+        messages.append(error.message)
+        error = error.cause
+    message = "".join(messages)
+    assert "GenesysRetriesExhausted: GET /api/v2/analytics/conversations/details/jobs/{job_id}/results failed " \
+           "after 2 attempt(s)" in message and "last status 503" in message
+    assert not (tmp_path / "lake" / "analytics").exists() and not (tmp_path / "lake" / "raw").exists()
 
 
 _CHILD = """

@@ -118,7 +118,7 @@ def emulator_pages(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
 @pytest.fixture(scope="module")
 def day_output(emulator_pages: list[bytes], tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("day")
-    with DayFlattener(DAY, out / "work", KEY, spill_conversations=5_000) as flattener:
+    with DayFlattener(DAY, out / "work", KEY, batch_conversations=5_000) as flattener:
         flattener.add_pages(emulator_pages)
         result = flattener.finish(out / "out")
     return result, out / "out"
@@ -369,7 +369,7 @@ def test_day_files_schema_row_groups_compression(day_output) -> None:
 def test_day_dedups_across_pages_and_drops_neighbours(emulator_pages: list[bytes], tmp_path: Path) -> None:
     extra = page([conversation("prev", "2024-03-04T23:59:00.000Z", "2024-03-05T00:03:00.000Z")])
     pages = [*emulator_pages[:3], emulator_pages[1], extra]  # a retried page and a neighbour
-    with DayFlattener(DAY, tmp_path / "work", KEY, spill_conversations=1_000) as f:
+    with DayFlattener(DAY, tmp_path / "work", KEY, batch_conversations=1_000) as f:
         f.add_pages(pages)
         r = f.finish(tmp_path / "out")
     assert r.conversations_in == 4_001 and r.dropped_neighbours == 1 and r.duplicate_conversations == 1_000
@@ -387,6 +387,76 @@ def test_rerunning_a_day_writes_identical_bytes(emulator_pages: list[bytes], tmp
             r = f.finish(tmp_path / f"o{run}")
         digests.append({n: [p.read_bytes() for p in ps] for n, ps in r.files.items()})
     assert digests[0] == digests[1]
+
+
+def _day(pages: list[bytes], work: Path, **kwargs):
+    with DayFlattener(DAY, work / "work", KEY, **kwargs) as f:
+        f.add_pages(pages)
+        result = f.finish(work / "out")
+    return result, {n: [p.read_bytes() for p in ps] for n, ps in result.files.items()}
+
+
+def test_a_repeat_of_an_already_written_conversation_rewrites_the_day_to_the_same_bytes(
+        emulator_pages: list[bytes], tmp_path: Path) -> None:
+    pages = [*emulator_pages[:6], emulator_pages[0]]  # page 0 again, five 1,000-conversation batches later
+    far, far_bytes = _day(pages, tmp_path / "far", batch_conversations=1_000)
+    whole, whole_bytes = _day(pages, tmp_path / "whole", batch_conversations=10_000)  # one batch: no rewrite
+    assert far.rewritten and not whole.rewritten
+    assert far_bytes == whole_bytes
+    assert far.duplicate_conversations == whole.duplicate_conversations == 1_000
+    assert far.rows["conversations"] == 6_000
+    # Exact ties go to the later page: page 0's conversations now come last.
+    ids = pl.read_parquet(far.files["conversations"])["conversation_id"]
+    page0 = [c["conversationId"] for c in orjson.loads(emulator_pages[0])["conversations"]]
+    assert ids.n_unique() == 6_000 and ids.tail(1_000).to_list() == page0
+    assert not list((tmp_path / "far" / "work").glob("parts-*"))
+
+
+def test_a_repeat_on_the_next_pages_is_dropped_without_a_rewrite(emulator_pages: list[bytes],
+                                                                 tmp_path: Path) -> None:
+    pages = [*emulator_pages[:4], emulator_pages[3], emulator_pages[4]]  # a retried page, the held batch's
+    r, _ = _day(pages, tmp_path, batch_conversations=1_000)
+    assert not r.rewritten and r.duplicate_conversations == 1_000 and r.rows["conversations"] == 5_000
+
+
+def test_big_tables_roll_over_into_several_files(emulator_pages: list[bytes], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    one, _ = _day(emulator_pages[:3], tmp_path / "one")
+    monkeypatch.setattr("genesys_assets.lib.conversation_details.TARGET_FILE_BYTES", 1)  # every row group a file
+    many, _ = _day(emulator_pages[:3], tmp_path / "many")
+    for name in TABLE_SCHEMAS:
+        groups = [pq.ParquetFile(f).metadata.num_row_groups for f in many.files[name]]
+        assert groups == [1] * len(groups)
+        assert len(groups) == -(-one.rows[name] // ROW_GROUP_SIZE) or one.rows[name] == 0
+        assert pl.read_parquet(many.files[name]).equals(pl.read_parquet(one.files[name]))
+        assert [f.name for f in many.files[name]] == [f"part-{i:05d}.parquet" for i in range(len(groups))]
+
+
+def test_only_the_tables_asked_for_are_written(emulator_pages: list[bytes], tmp_path: Path) -> None:
+    r, _ = _day(emulator_pages[:2], tmp_path, tables=["wrapup_facts"])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["wrapup_facts"]
+    assert r.rows["wrapup_facts"] > 0
+    with pytest.raises(ValueError, match="unknown table"):
+        DayFlattener(DAY, tmp_path / "w2", KEY, tables=["wrapups"])
+
+
+def test_abandoning_a_day_leaves_no_files(emulator_pages: list[bytes], tmp_path: Path) -> None:
+    with (pytest.raises(RuntimeError, match="boom"),
+          DayFlattener(DAY, tmp_path / "work", KEY, batch_conversations=1_000) as f):
+        f.add_pages(emulator_pages[:4])  # batches written, files open
+        raise RuntimeError("boom")
+    assert not list((tmp_path / "work").rglob("*.parquet*")) and not list((tmp_path / "work").glob("parts-*"))
+
+
+def test_a_failing_write_fails_the_day_with_its_error_and_leaves_no_files(
+        emulator_pages: list[bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(self, frame) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("genesys_assets.lib.conversation_details._ParquetSink.write", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        _day(emulator_pages[:4], tmp_path, batch_conversations=1_000)
+    assert not (tmp_path / "out").exists() and not list((tmp_path / "work").glob("parts-*"))
 
 
 def _rss() -> int:
@@ -414,7 +484,7 @@ def _peak_rss_during(fn) -> int:
 
 def test_memory_does_not_grow_with_the_number_of_pages(emulator_pages: list[bytes], tmp_path: Path) -> None:
     def run(n: int) -> None:
-        with DayFlattener(DAY, tmp_path / f"w{n}", KEY, spill_conversations=2_000) as f:
+        with DayFlattener(DAY, tmp_path / f"w{n}", KEY, batch_conversations=2_000) as f:
             for i in range(n):
                 f.add_page(emulator_pages[i % len(emulator_pages)])
             f.finish(tmp_path / f"o{n}")

@@ -1,0 +1,222 @@
+"""The page pipeline of conversation_details: pages fetched and redacted ahead of the landing, in order, with
+bounded memory, errors raised in the caller as the same exception, and no request spent on a finished job."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from genesys_assets.lib.analytics_extract import DayNotAvailableError, Prefetch, WindowRun, run_window
+from genesys_assets.lib.analytics_plan import day_bounds, details_job_body
+from genesys_assets.lib.conversation_details import DayFlattener
+from genesys_assets.lib.pii import AddressHasher
+from genesys_assets.resources.genesys_cloud_client import ClientSettings, GenesysCloudClient
+from genesys_assets.resources.genesys_cloud_errors import GenesysRetriesExhausted
+from genesys_assets.sandbox.genesys_emulator import GenesysEmulator
+from genesys_assets_tests.analytics.conftest import PII_KEY, past_day
+
+DAY = past_day(5)
+RESULTS = "/results"
+
+
+class Source:
+    """An iterator that records how far it was driven, sleeps per item, and may fail after some items."""
+
+    def __init__(self, n: int, *, delay: float = 0.0, fail_after: int | None = None) -> None:
+        self.n, self.delay, self.fail_after = n, delay, fail_after
+        self.produced = 0
+        self.closed = False
+        self.threads: set[str] = set()
+
+    def __iter__(self) -> Iterator[int]:
+        try:
+            for i in range(self.n):
+                self.threads.add(threading.current_thread().name)
+                if self.fail_after is not None and i == self.fail_after:
+                    raise GenesysRetriesExhausted(f"GET /results failed after 6 attempt(s) at item {i}",
+                                                  attempts=6, elapsed_seconds=1.0, endpoint="GET /results")
+                time.sleep(self.delay)
+                self.produced += 1
+                yield i
+        finally:
+            self.closed = True
+
+
+def test_prefetch_keeps_order_and_runs_on_its_own_thread() -> None:
+    source = Source(50)
+    with Prefetch(source, name="test-prefetch") as items:
+        assert list(items) == list(range(50))
+    assert source.threads == {"test-prefetch"} and source.closed
+
+
+def test_prefetch_stays_at_most_depth_ahead() -> None:
+    source = Source(100)
+    with Prefetch(source, depth=1) as items:
+        assert next(items) == 0
+        time.sleep(0.3)  # the producer runs free while the caller is busy...
+        # ...but holds only one item in the queue and one in hand: memory does not grow with the source.
+        assert source.produced <= 3
+    with Prefetch(Source(100), depth=2) as items:
+        assert next(items) == 0
+        time.sleep(0.3)
+    assert not [t for t in threading.enumerate() if t.name == "prefetch"]
+
+
+def test_prefetch_by_bytes_stays_within_its_budget_but_always_one_ahead() -> None:
+    small = Source(100)
+    with Prefetch(small, max_bytes=10, size=lambda item: 3) as items:
+        assert next(items) == 0
+        time.sleep(0.3)
+        assert 4 <= small.produced <= 6  # 4 items of 3 bytes fill 10 bytes, plus the one taken and one in hand
+    big = Source(100)
+    with Prefetch(big, max_bytes=10, size=lambda item: 50) as items:
+        assert next(items) == 0
+        time.sleep(0.3)
+        assert big.produced <= 3  # an item larger than the budget still goes one ahead, never more
+    with pytest.raises(ValueError, match="size function"):
+        Prefetch([1], max_bytes=10)
+
+
+def test_prefetch_overlaps_waits_with_the_callers_work() -> None:
+    """Five items each taking 0.2 s to fetch and 0.2 s to use: ~1.2 s pipelined instead of 2 s in sequence."""
+    started = time.monotonic()
+    with Prefetch(Source(5, delay=0.2)) as items:
+        for _ in items:
+            time.sleep(0.2)
+    assert time.monotonic() - started < 1.7
+
+
+def test_an_error_in_the_thread_is_raised_in_the_caller_as_the_same_exception() -> None:
+    source = Source(10, fail_after=3)
+    seen: list[int] = []
+    message = r"^GET /results failed after 6 attempt\(s\) at item 3$"
+    with pytest.raises(GenesysRetriesExhausted, match=message) as info, Prefetch(source) as items:
+        seen.extend(items)
+    assert seen == [0, 1, 2]  # every item before the failure, none after
+    assert any(frame.name == "__iter__" for frame in info.traceback)  # the producer's frames are kept
+    assert source.closed
+
+
+def test_leaving_early_stops_the_thread_and_closes_the_source() -> None:
+    source = Source(1000, delay=0.01)
+    with pytest.raises(RuntimeError, match="flattening failed"), Prefetch(source, name="early-exit") as items:
+        for i in items:
+            if i == 2:
+                raise RuntimeError("flattening failed")
+    assert source.closed and source.produced < 10
+    assert not [t for t in threading.enumerate() if t.name == "early-exit"]
+
+
+def test_prefetch_refuses_a_depth_below_one() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Prefetch([1], depth=0)
+
+
+# ------------------------------------------------------------------------------------- against the sandbox
+
+@pytest.fixture
+def client(emulator: GenesysEmulator) -> Iterator[GenesysCloudClient]:
+    settings = ClientSettings(api_base_url=emulator.base_url, login_base_url=emulator.base_url,
+                              requests_per_second=None, max_attempts=2, backoff_base_seconds=0.01,
+                              backoff_max_seconds=0.02, job_poll_initial_seconds=0.05, job_poll_max_seconds=0.2)
+    with GenesysCloudClient(settings, emulator.client_id, emulator.client_secret) as c:
+        yield c
+
+
+def _window(client: GenesysCloudClient, tmp_path: Path, *, page_size: int = 50) -> tuple[WindowRun, Path]:
+    start, end = day_bounds(DAY)
+    run = WindowRun(window="day")
+    raw = tmp_path / "part-000.ndjson.gz"
+    hasher = AddressHasher(PII_KEY)
+    with DayFlattener(DAY, tmp_path / "flatten", hasher) as flattener:
+        run_window(client, flattener, run, details_job_body(start, end), raw, hasher, page_size=page_size,
+                   max_submissions=1, day_end=end)
+    return run, raw
+
+
+def _served_pages(emulator: GenesysEmulator) -> int:
+    return sum(e["path"].endswith(RESULTS) and e["status"] == 200 for e in emulator.request_log())
+
+
+def test_a_window_lands_every_page_in_order_and_leaves_the_finished_job_alone(
+        emulator: GenesysEmulator, client: GenesysCloudClient, tmp_path: Path) -> None:
+    emulator.clear_request_log()
+    run, raw = _window(client, tmp_path)
+    lines = gzip.decompress(raw.read_bytes()).splitlines()
+    assert run.pages == len(lines) == _served_pages(emulator) > 3
+    ids = [c["conversationId"] for line in lines for c in orjson.loads(line)["conversations"]]
+    job = emulator.jobs.jobs[run.job_id]
+    assert ids == [emulator.analytics.store.day(d).index.ids[row] for d, row in job.refs or []]  # cursor order
+    assert run.returned == len(ids)
+    # The results were read: the job is left to expire; a DELETE would only be a request more.
+    assert not [e for e in emulator.request_log() if e["method"] == "DELETE"]
+
+
+def test_a_page_fetch_that_fails_is_raised_by_the_window_with_its_message(
+        emulator: GenesysEmulator, client: GenesysCloudClient, tmp_path: Path) -> None:
+    """Retries exhausted on a result page, inside the fetch thread: the window raises the client's own error."""
+    emulator.clear_request_log()
+    armed = threading.Event()
+
+    def fail_after_two_pages() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if _served_pages(emulator) >= 2:
+                emulator.fail_next(503, count=2)  # max_attempts=2: both attempts of the next request fail
+                armed.set()
+                return
+            time.sleep(0.001)
+
+    emulator.set_faults(latency_seconds=0.02)  # slow pages so the fault lands mid-paging
+    watcher = threading.Thread(target=fail_after_two_pages, daemon=True)
+    watcher.start()
+    try:
+        with pytest.raises(GenesysRetriesExhausted) as info:
+            _window(client, tmp_path, page_size=20)
+    finally:
+        emulator.set_faults(latency_seconds=0.0)
+        watcher.join()
+        emulator.clear_faults()
+    assert armed.is_set()
+    assert str(info.value).startswith("GET /api/v2/analytics/conversations/details/jobs/{job_id}/results failed "
+                                      "after 2 attempt(s)")
+    assert not [t for t in threading.enumerate() if t.name.startswith("details-")]
+
+
+def test_a_short_day_reported_by_a_page_is_refused_before_it_is_landed(
+        emulator: GenesysEmulator, client: GenesysCloudClient, tmp_path: Path) -> None:
+    """dataAvailabilityDate before the day's end on a page: DayNotAvailableError, raised in the caller."""
+    emulator.set_faults(availability_lag_seconds=timedelta(days=10).total_seconds())  # watermark before DAY
+    try:
+        with pytest.raises(DayNotAvailableError, match="reports dataAvailabilityDate"):
+            _window(client, tmp_path)
+    finally:
+        emulator.set_faults(availability_lag_seconds=6 * 3600)
+    assert gzip.decompress((tmp_path / "part-000.ndjson.gz").read_bytes()) == b""
+    assert not [t for t in threading.enumerate() if t.name.startswith("details-")]
+
+
+def test_a_page_that_cannot_be_redacted_fails_the_window_with_the_parsers_error(
+        emulator: GenesysEmulator, client: GenesysCloudClient, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error in the redaction thread (here a page that is not JSON) surfaces in the caller unchanged."""
+    from genesys_assets.lib import analytics_extract
+
+    real = analytics_extract.redact_page
+    calls = {"n": 0}
+
+    def redact(raw: bytes, hasher: AddressHasher) -> bytes:
+        calls["n"] += 1
+        return real(raw[:-1] if calls["n"] == 2 else raw, hasher)  # the second page loses its closing brace
+
+    monkeypatch.setattr(analytics_extract, "redact_page", redact)
+    with pytest.raises(orjson.JSONDecodeError):
+        _window(client, tmp_path)
+    assert gzip.decompress((tmp_path / "part-000.ndjson.gz").read_bytes()).count(b"\n") == 1
