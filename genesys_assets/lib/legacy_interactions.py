@@ -105,11 +105,28 @@ def legacy_id_expr() -> pl.Expr:
 
 
 def cloud_ids(legacy_ids: pl.Series) -> pl.Series:
-    """UUIDv5 per legacy id. Python's uuid5 is the one per-value step (SHA-1 is not a Polars expression);
-    it runs once per distinct id, ~1 µs each."""
-    uniq = legacy_ids.unique()
-    mapped = pl.Series([str(uuid.uuid5(INTERACTION_NAMESPACE, v)) for v in uniq.to_list()], dtype=pl.String)
-    return legacy_ids.replace_strict(uniq, mapped, return_dtype=pl.String)
+    """UUIDv5 per legacy id, byte-identical to ``str(uuid.uuid5(INTERACTION_NAMESPACE, id))``; null stays null.
+
+    UUIDv5 is SHA-1 over the namespace's 16 bytes and the name's UTF-8, first 16 bytes, version nibble 5 and
+    the RFC 4122 variant bits. SHA-1 is not a Polars expression, and per-row ``uuid5`` costs ~5 µs in Python
+    (seconds a day), so DuckDB (already the warehouse engine) hashes the column and the layout is string slicing.
+    """
+    import duckdb
+
+    with duckdb.connect() as con:
+        con.register("names", legacy_ids.cast(pl.String).rename("name").to_frame().to_arrow())
+        digests = con.sql("SELECT sha1($ns::BLOB || encode(name)) AS h FROM names",
+                          params={"ns": INTERACTION_NAMESPACE.bytes}).to_arrow_table()
+    digest = pl.col("h")
+    # Byte 8's high nibble keeps its two low bits under the variant bits 10: hex 0-f -> 8 9 a b 8 9 a b ...
+    variant = digest.str.slice(16, 1).replace_strict(
+        list("0123456789abcdef"), list("89ab89ab89ab89ab"), return_dtype=pl.String)
+    frame = pl.from_arrow(digests)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.select(pl.concat_str(
+        digest.str.slice(0, 8), pl.lit("-"), digest.str.slice(8, 4), pl.lit("-5"), digest.str.slice(13, 3),
+        pl.lit("-"), variant, digest.str.slice(17, 3), pl.lit("-"), digest.str.slice(20, 12),
+    ).alias(legacy_ids.name)).to_series()
 
 
 def _hash_pii(frame: pl.DataFrame, hasher: AddressHasher) -> pl.DataFrame:
@@ -132,16 +149,22 @@ def _to_utc(col: str, tz: str | None) -> pl.Expr:
     return pl.when(pl.col("StartDTOffset").is_not_null()).then(utc).otherwise(local)
 
 
-def assign_day(interactions: pl.DataFrame, day: date, site_timezone: str | None) -> pl.DataFrame:
+def assign_day(interactions: pl.DataFrame, day: date, site_timezone: str | None,
+               source_row: pl.Series | None = None) -> pl.DataFrame:
     """The rows of ``interactions`` that belong to ``day``, with UTC times and raw strings added.
 
     UTC rows belong by ``StartDateTimeUTC``; local-time-only rows by their converted start, or (when they cannot
     be converted) by the date of their raw local text, so each row belongs to exactly one day. Shared with the
-    reconciliation check, which re-counts the source independently of the asset.
+    reconciliation check, which re-counts the source independently of the asset. ``source_row`` numbers the rows
+    in the source's order (``LegacyDay.source_row``); None numbers them as they stand.
     """
     lo, hi = day_bounds(day)
     lo_utc, hi_utc = (pl.lit(v).dt.replace_time_zone("UTC") for v in (lo, hi))
-    frame = interactions.with_row_index("source_row").with_columns(
+    if source_row is not None and source_row.len() != interactions.height:
+        raise ValueError(f"source_row has {source_row.len()} positions for {interactions.height} interactions")
+    numbered = (interactions.with_row_index("source_row") if source_row is None
+                else interactions.select(source_row.alias("source_row"), pl.all()))
+    frame = numbered.with_columns(
         *(pl.col(c).dt.strftime(_RAW_FORMAT).alias(f"raw_{c}") for c in _DATETIME_COLUMNS),
         *(_to_utc(c, site_timezone).alias(f"{c}_utc") for c in _DATETIME_COLUMNS),
         pl.col("StartDTOffset").is_null().alias("local_time_only"),
@@ -261,7 +284,11 @@ def _wrapups(wrapups: pl.DataFrame) -> pl.DataFrame:
     if wrapups.height == 0:
         return pl.DataFrame(schema={**{k: wrapups.schema[k] for k in _KEY}, "wrapup_code": pl.String,
                                     "wrapup_category": pl.String, "wrapup_codes": pl.List(pl.String)})
-    ordered = wrapups.unique(subset=[*_KEY, "WrapupSegmentID"], keep="first").sort([*_KEY, "WrapupSegmentID"])
+    # A stable sort, then the first of each run of equal (key, segment): unique(keep="first") without a hash.
+    segment = [*_KEY, "WrapupSegmentID"]
+    ordered = wrapups.sort(segment, maintain_order=True)
+    repeat = pl.all_horizontal([pl.col(c).eq_missing(pl.col(c).shift(1)) for c in segment]).fill_null(False)
+    ordered = ordered.filter(~repeat)
     return ordered.group_by(list(_KEY), maintain_order=True).agg(
         pl.col("WrapupCode").last().alias("wrapup_code"),
         pl.col("WrapupCategory").last().alias("wrapup_category"),
@@ -314,20 +341,32 @@ def link_recordings(recordings: pl.DataFrame, accepted: pl.DataFrame) -> pl.Data
     ).sort(["interaction_id", "recording_date", "recording_id"])
 
 
+def _flag_duplicates(frame: pl.DataFrame) -> pl.DataFrame:
+    """Duplicates: identical copies are skipped once (``_extra_copy``); copies that differ are all untrusted
+    (``conflicting_duplicate``). Rows are hashed only where their key repeats (a handful a day), not all rows.
+    """
+    repeated = pl.struct(list(_KEY)).is_duplicated()
+    candidates = frame.filter(repeated)
+    content_hash = pl.struct([c for c in frame.columns if c != "source_row"]).hash(seed=0)
+    flags = candidates.select("source_row", content_hash.alias("_content"), *_KEY).select(
+        "source_row",
+        (pl.col("_content").n_unique().over(list(_KEY)) > 1).alias("conflicting_duplicate"),
+        (pl.col("source_row").rank("ordinal").over(list(_KEY)) > 1).alias("_extra_copy"),
+    )
+    return frame.join(flags, on="source_row", how="left", maintain_order="left").with_columns(
+        pl.col("conflicting_duplicate", "_extra_copy").fill_null(False))
+
+
 def normalise_day(legacy: object, day: date, site_timezone: str | None, hasher: AddressHasher) -> NormalisedDay:
     """One day of PureConnect (a ``LegacyDay``) → canonical records, rejects and recording links."""
     site_timezone = validate_timezone(site_timezone)
     source_columns = list(legacy.interactions.columns)  # type: ignore[attr-defined]
     day_start, _ = day_bounds(day)
-    frame = assign_day(_hash_pii(legacy.interactions, hasher), day, site_timezone)  # type: ignore[attr-defined]
+    frame = assign_day(_hash_pii(legacy.interactions, hasher), day, site_timezone,  # type: ignore[attr-defined]
+                       getattr(legacy, "source_row", None))
     source_rows = frame.height
 
-    # Duplicates: identical copies are skipped once; copies that differ are all untrusted.
-    content_hash = pl.struct([c for c in frame.columns if c not in ("source_row",)]).hash(seed=0)
-    frame = frame.with_columns(content_hash.alias("_content")).with_columns(
-        (pl.col("_content").n_unique().over(list(_KEY)) > 1).alias("conflicting_duplicate"),
-        (pl.col("source_row").rank("ordinal").over(list(_KEY)) > 1).alias("_extra_copy"),
-    )
+    frame = _flag_duplicates(frame)
 
     start, end = pl.col("StartDateTimeUTC_utc"), pl.col("TerminatedDateTimeUTC_utc")
     end = pl.coalesce(end, start + pl.duration(milliseconds=pl.col("LineDuration").fill_null(0)))

@@ -25,6 +25,17 @@ Why the queries look the way they do
   largest UTC offset in use), so a day's read also returns neighbouring days' local-only rows. The caller
   converts them with the configured site timezone (or quarantines them if none is configured) and keeps those
   that fall in its day; :attr:`LegacyDay.local_time_rows` flags them.
+* **SQLite reads the day by rowid, in parallel** (the sandbox; SQL Server and Oracle plan for themselves). The
+  OR of the window predicate makes SQLite walk ``IX_InteractionSummary_Start`` and fetch each row from the
+  table in index order: one random page read per row, and the local-time term reads every row of the widened
+  window again to test ``StartDTOffset`` (12 s of SQLite time for a million rows). One covering-index query
+  first finds the window's rowid span and count; the rows are then read in rowid order, by a plain rowid range
+  when the window's rows fill most of the span (rows are stored roughly in the order they happen), else by
+  ``rowid IN`` the covering index's rowids, in ``sqlite_partitions`` rowid ranges that connectorx reads on
+  parallel connections, while the dependent tables are read on a second thread. :attr:`LegacyDay.source_row`
+  gives each row its position in the order SQLite's own plan returns them (the day's rows by start, then the
+  neighbours' local-time rows by start, ties by rowid), so ``source_row`` in the quarantine (and so every output
+  byte) does not depend on the access path.
 * **Secrets.** The password in the URI never appears in ``repr``, logs or exceptions: errors are re-raised as
   :class:`PureConnectError` with the URI redacted and without the original exception chained.
 
@@ -36,6 +47,7 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -74,6 +86,10 @@ INTERACTION_WRAPUP_SCHEMA: dict[str, pl.DataType] = {
     **{c: pl.Int64 for c in ("tAcw", "tConnected", "tHold", "tSuspend")},
     **{c: pl.Int32 for c in ("nHold", "nSuspend", "nSupervisorRequest")},
 }
+# What read_day takes of InteractionWrapup: the migration uses the segments' codes and categories only (the last
+# segment's, and every code in segment order); the other 14 columns were a fifth of the day's read, unread.
+WRAPUP_READ_COLUMNS = ("InteractionIDKey", "SiteID", "SeqNo", "WrapupSegmentID", "WrapupCode", "WrapupCategory")
+WRAPUP_READ_SCHEMA: dict[str, pl.DataType] = {c: INTERACTION_WRAPUP_SCHEMA[c] for c in WRAPUP_READ_COLUMNS}
 CUSTOM_ATTRIBUTE_COUNT = 6
 INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA: dict[str, pl.DataType] = {
     "InteractionIDKey": _TEXT, "SiteID": pl.Int32, "SeqNo": pl.Int16,
@@ -92,6 +108,11 @@ IR_TAGS_SCHEMA: dict[str, pl.DataType] = {
     "RecordingId": _TEXT, "TagId": pl.Int32, "TagName": _TEXT, "KeywordSetName": _TEXT,
 }
 _GUID_COLUMNS = ("RecordingId", "RelatedRecordingId")
+_TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
+    "InteractionSummary": INTERACTION_SUMMARY_SCHEMA, "InteractionWrapup": WRAPUP_READ_SCHEMA,
+    "InteractionCustomAttributes": INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA,
+    "IR_RecordingMedia": IR_RECORDING_MEDIA_SCHEMA, "IR_Tag": IR_TAGS_SCHEMA,
+}
 
 
 class PureConnectError(RuntimeError):
@@ -182,7 +203,8 @@ class LegacyDay:
     """One UTC day read from PureConnect: a Polars frame per table, fixed schemas.
 
     ``interactions`` may hold rows of neighbouring days whose ``StartDTOffset`` is NULL (local time only);
-    ``local_time_rows`` selects them. ``recordings`` carries a ``Tags`` list column (IR tag names).
+    ``local_time_rows`` selects them. ``recordings`` carries a ``Tags`` list column (IR tag names); ``wrapups``
+    only the :data:`WRAPUP_READ_COLUMNS`.
     """
 
     window: DayWindow
@@ -192,6 +214,9 @@ class LegacyDay:
     recordings: pl.DataFrame
     tags: pl.DataFrame
     queries: tuple[str, ...]  # the SQL that ran, one per table, for metadata and tests
+    # Each ``interactions`` row's position in the source's order (SQLite reads rowid ranges, not in that order);
+    # None: the frame's own order.
+    source_row: pl.Series | None = None
 
     @property
     def local_time_rows(self) -> pl.Expr:
@@ -240,11 +265,30 @@ def _normalise(table: pa.Table, schema: dict[str, pl.DataType], *, flag_unparsea
     return frame.select(exprs)
 
 
-def read_arrow(uri: str, sql: str) -> pa.Table:
-    """Run one query through connectorx (the single place SQL reaches a database; tests count calls here)."""
+def read_arrow(uri: str, sql: str | list[str]) -> pa.Table:
+    """Run one query through connectorx (the single place SQL reaches a database; tests count calls here).
+
+    A list of statements (partitions of one query) is read on parallel connections into one table.
+    """
     import connectorx as cx
 
     return cx.read_sql(uri, sql, return_type="arrow")
+
+
+_ROWID, _IN_DAY = "_rowid", "_in_day"  # SQLite partition reads only: the plan's order without re-sorting
+
+
+def _plan_positions(table: pa.Table) -> tuple[pa.Table, pl.Series]:
+    """The rows as read, and each row's position in the order SQLite's MULTI-INDEX OR plan returns them (the
+    day's rows by (start, rowid), then the widened window's local-time rows by (start, rowid)).
+
+    Positions, not a re-sort: gathering 39 columns of a million rows costs more than the read of a column.
+    """
+    keys = pl.from_arrow(table.select([_IN_DAY, "StartDateTimeUTC", _ROWID]))
+    assert isinstance(keys, pl.DataFrame)
+    order = keys.select(pl.arg_sort_by([_IN_DAY, "StartDateTimeUTC", _ROWID], descending=[True, False, False])
+                        .arg_sort().cast(pl.Int64).alias("source_row")).to_series()
+    return table.drop_columns([_ROWID, _IN_DAY]), order
 
 
 class PureConnectResource(dg.ConfigurableResource):
@@ -255,6 +299,10 @@ class PureConnectResource(dg.ConfigurableResource):
     local_time_window_hours: int = Field(
         default=14, ge=0, le=48,
         description="How far either side of the UTC day to look for rows with StartDTOffset NULL (local time).",
+    )
+    sqlite_partitions: int = Field(
+        default=2, ge=1, le=16,
+        description="SQLite only: rowid ranges InteractionSummary is read in, on parallel connections.",
     )
 
     # -- secrets stay out of every representation ----------------------------------------------------------
@@ -283,7 +331,7 @@ class PureConnectResource(dg.ConfigurableResource):
             text = text.replace(secret, "***")
         return text
 
-    def _query(self, sql: str, what: str) -> pa.Table:
+    def _query(self, sql: str | list[str], what: str) -> pa.Table:
         backend = self.backend
         if backend == SQLITE and not Path(self.uri.split("://", 1)[1].split("?", 1)[0]).is_file():
             # connectorx would wait out its pool timeout (~30 s) before saying the file is not there.
@@ -314,7 +362,7 @@ class PureConnectResource(dg.ConfigurableResource):
         return {
             "InteractionSummary": f"SELECT {cols(INTERACTION_SUMMARY_SCHEMA, 's')} FROM InteractionSummary s "
                                   f"WHERE {isum}",
-            "InteractionWrapup": f"SELECT {cols(INTERACTION_WRAPUP_SCHEMA, 'w')} FROM InteractionWrapup w "
+            "InteractionWrapup": f"SELECT {cols(WRAPUP_READ_SCHEMA, 'w')} FROM InteractionWrapup w "
                                  f"WHERE {keyed('w')}",
             "InteractionCustomAttributes": f"SELECT {cols(INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA, 'a')} "
                                            f"FROM InteractionCustomAttributes a WHERE {keyed('a')}",
@@ -325,18 +373,61 @@ class PureConnectResource(dg.ConfigurableResource):
                       f"WHERE rm.RecordingId = tm.RecordingId AND {recording_exists})",
         }
 
+    def sqlite_summary_queries(self, day: date, partitions: int | None = None) -> list[str]:
+        """SQLite: InteractionSummary's rows of ``day`` as rowid-ordered reads, one statement per rowid range.
+
+        Each statement returns the same rows as ``day_queries(day)["InteractionSummary"]`` restricted to its
+        range, plus ``_rowid`` and ``_in_day`` (see :func:`_restore_plan_order`). Runs one covering-index query
+        to find the window's rowid span; an empty window gives the plain day query.
+        """
+        if self.backend != SQLITE:
+            raise PureConnectError("rowid partitions exist only for the sqlite backend")
+        parts = self.sqlite_partitions if partitions is None else partitions
+        window = DayWindow.of(day, self.local_time_window_hours)
+        lit = lambda v: timestamp_literal(v, SQLITE)  # noqa: E731
+        widened = (f"StartDateTimeUTC >= {lit(window.local_start)} AND StartDateTimeUTC < {lit(window.local_end)}")
+        span = pl.from_arrow(self._query(
+            f"SELECT ifnull(min(rowid), 0) AS lo, ifnull(max(rowid), -1) AS hi, count(*) AS n "
+            f"FROM InteractionSummary WHERE {widened}", "InteractionSummary rowid span"))
+        assert isinstance(span, pl.DataFrame)
+        lo, hi, rows = (int(v) for v in span.row(0))
+        if rows == 0:
+            return [self.day_queries(day)["InteractionSummary"]]
+        cols = ", ".join(f"s.{c}" for c in INTERACTION_SUMMARY_SCHEMA)
+        in_day = f"(s.StartDateTimeUTC >= {lit(window.start)} AND s.StartDateTimeUTC < {lit(window.end)})"
+        head = (f"SELECT {cols}, s.rowid AS {_ROWID}, {in_day} AS {_IN_DAY} FROM InteractionSummary s NOT INDEXED "
+                f"WHERE ")
+        dense = 2 * rows >= hi - lo + 1  # a rowid range scan reads fewer pages than a seek per row
+        step = -(-(hi - lo + 1) // max(1, parts))
+        statements = []
+        for a in range(lo, hi + 1, step):
+            b = min(hi, a + step - 1)
+            where = (f"s.rowid BETWEEN {a} AND {b}" if dense else
+                     f"s.rowid IN (SELECT rowid FROM InteractionSummary WHERE {widened} AND rowid BETWEEN {a} AND {b})")
+            statements.append(f"{head}{where} AND {window.predicate('s', SQLITE)}")
+        return statements
+
+    def _read_table(self, name: str, sql: str | list[str]) -> tuple[pl.DataFrame, pl.Series | None]:
+        table, positions = self._query(sql, name), None
+        if _ROWID in table.column_names:
+            table, positions = _plan_positions(table)
+        return _normalise(table, _TABLE_SCHEMAS[name], flag_unparseable=name == "InteractionSummary"), positions
+
     def read_day(self, day: date) -> LegacyDay:
         """The day's interactions and their wrap-ups, custom attributes, recordings and IR tags."""
         if not isinstance(day, date) or isinstance(day, datetime):
             raise TypeError("read_day needs a datetime.date")
-        queries = self.day_queries(day)
-        schemas = {
-            "InteractionSummary": INTERACTION_SUMMARY_SCHEMA, "InteractionWrapup": INTERACTION_WRAPUP_SCHEMA,
-            "InteractionCustomAttributes": INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA,
-            "IR_RecordingMedia": IR_RECORDING_MEDIA_SCHEMA, "IR_Tag": IR_TAGS_SCHEMA,
-        }
-        frames = {name: _normalise(self._query(sql, name), schemas[name],
-                                   flag_unparseable=name == "InteractionSummary") for name, sql in queries.items()}
+        queries: dict[str, str | list[str]] = dict(self.day_queries(day))
+        if self.backend == SQLITE:
+            queries["InteractionSummary"] = self.sqlite_summary_queries(day)
+        # InteractionSummary on one thread (itself on parallel connections), the dependent tables on another:
+        # connectorx and Polars release the GIL.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pureconnect") as pool:
+            first = pool.submit(self._read_table, "InteractionSummary", queries["InteractionSummary"])
+            rest = pool.submit(lambda: {n: self._read_table(n, q) for n, q in queries.items()
+                                        if n != "InteractionSummary"})
+            summary, source_row = first.result()
+            frames = {"InteractionSummary": summary, **{n: f for n, (f, _) in rest.result().items()}}
         tags = frames["IR_Tag"]
         tag_lists = tags.group_by("RecordingId").agg(pl.col("TagName").unique().sort().alias("Tags"))
         recordings = (frames["IR_RecordingMedia"].join(tag_lists, on="RecordingId", how="left")
@@ -345,7 +436,8 @@ class PureConnectResource(dg.ConfigurableResource):
             window=DayWindow.of(day, self.local_time_window_hours),
             interactions=frames["InteractionSummary"], wrapups=frames["InteractionWrapup"],
             custom_attributes=frames["InteractionCustomAttributes"], recordings=recordings, tags=tags,
-            queries=tuple(queries.values()),
+            queries=tuple(sql for q in queries.values() for sql in ([q] if isinstance(q, str) else q)),
+            source_row=source_row,
         )
 
     def watermark(self) -> datetime | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import traceback
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
@@ -56,13 +57,61 @@ def _sql(site: PureConnectSite, query: str, params: tuple = ()) -> list[tuple]:
         return con.execute(query, params).fetchall()
 
 
-def test_read_day_runs_one_query_per_table(resource: PureConnectResource, counted: list[str]) -> None:
+def test_read_day_runs_one_read_per_table(resource: PureConnectResource, counted: list) -> None:
     day = resource.read_day(DAY)
-    assert len(counted) == 5
-    assert [q.split(" FROM ", 1)[1].split()[0] for q in counted] == [
+    span, *reads = counted  # SQLite: the window's rowid span first (covering index), then one read per table
+    assert span.startswith("SELECT ifnull(min(rowid), 0)") and "FROM InteractionSummary WHERE" in span
+    assert len(reads) == 5
+    first = [q if isinstance(q, str) else q[0] for q in reads]
+    assert sorted(q.split(" FROM ", 1)[1].split()[0] for q in first) == sorted([
         "InteractionSummary", "InteractionWrapup", "InteractionCustomAttributes", "IR_RecordingMedia", "IR_TagMap",
-    ]
-    assert tuple(counted) == day.queries
+    ])
+    (summary,) = [q for q in reads if isinstance(q, list)]  # the rowid ranges, read on parallel connections
+    assert len(summary) == resource.sqlite_partitions == 2
+    assert sorted(sql for q in reads for sql in ([q] if isinstance(q, str) else q)) == sorted(day.queries)
+
+
+def _copy_site(site: PureConnectSite, tmp_path: Path) -> str:
+    db = tmp_path / "I3_IC.sqlite"
+    with contextlib.closing(site.connect()) as src, contextlib.closing(sqlite3.connect(db)) as dst:
+        src.backup(dst)
+    return f"sqlite://{db}"
+
+
+@pytest.mark.parametrize("partitions", [1, 2, 3])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_rowid_reads_number_the_plain_querys_rows_in_its_order(site: PureConnectSite, tmp_path: Path,
+                                                               partitions: int, sparse: bool) -> None:
+    """Whatever the access path and the number of rowid ranges, the same rows in the order the plain
+    (index-driven) query returns them, so source_row and every output byte stay put."""
+    uri = _copy_site(site, tmp_path)
+    if sparse:  # the window's rows spread over ten times the rowids: read by rowid IN the covering index
+        with contextlib.closing(sqlite3.connect(uri.split("://", 1)[1])) as con, con:
+            con.execute("UPDATE InteractionSummary SET rowid = rowid * 10 + 1000000")
+            con.execute("UPDATE InteractionSummary SET rowid = rowid - 1000000")
+    resource = PureConnectResource(uri=uri, sqlite_partitions=partitions)
+    statements = resource.sqlite_summary_queries(DAY)
+    assert len(statements) == partitions
+    assert all(("s.rowid IN (SELECT rowid" in q) == sparse for q in statements)
+    plain = pc._normalise(pc.read_arrow(uri, resource.day_queries(DAY)["InteractionSummary"]),
+                          pc.INTERACTION_SUMMARY_SCHEMA, flag_unparseable=True)
+    day = resource.read_day(DAY)
+    assert day.source_row is not None and day.source_row.sort().to_list() == list(range(day.interactions.height))
+    in_plan_order = day.interactions.with_columns(day.source_row.alias("_pos")).sort("_pos").drop("_pos")
+    assert in_plan_order.height > N and in_plan_order.equals(plain)
+
+
+def test_rowid_reads_are_sqlite_only_and_an_empty_window_reads_the_plain_query(
+        resource: PureConnectResource) -> None:
+    with pytest.raises(PureConnectError, match="only for the sqlite backend"):
+        PureConnectResource(uri="mssql://u:p@db:1433/I3_IC").sqlite_summary_queries(DAY)
+    assert resource.sqlite_summary_queries(date(2020, 1, 1)) == [
+        resource.day_queries(date(2020, 1, 1))["InteractionSummary"]]
+
+
+def test_missing_sqlite_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(PureConnectError, match="does not exist"):
+        PureConnectResource(uri=f"sqlite://{tmp_path}/nowhere.sqlite").read_day(DAY)
 
 
 def test_read_day_returns_the_days_rows(site: PureConnectSite, resource: PureConnectResource) -> None:
@@ -116,9 +165,10 @@ def test_schemas_are_fixed_and_typed(site: PureConnectSite, resource: PureConnec
     assert schema["Direction"] == pl.Int16 and schema["LineDuration"] == pl.Int64
     assert full.recordings.schema["Tags"] == pl.List(pl.String)
     # The resource selects every column the site declares.
-    for table, frame in (("InteractionSummary", full.interactions), ("InteractionWrapup", full.wrapups),
+    for table, frame in (("InteractionSummary", full.interactions),
                          ("InteractionCustomAttributes", full.custom_attributes)):
         assert frame.columns == [c for c, _ in TABLES[table]]
+    assert full.wrapups.columns == list(pc.WRAPUP_READ_COLUMNS)  # what the migration uses of the 20
     assert full.recordings.columns[:-1] == [c for c, _ in TABLES["IR_RecordingMedia"]]
 
 
