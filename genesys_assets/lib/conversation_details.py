@@ -954,7 +954,7 @@ class DayFlattener:
 
     def __init__(self, day: date, work_dir: str | Path, hmac_key: bytes | str | AddressHasher, *,
                  labels: pl.DataFrame | pa.Table | None = None, tables: Iterable[str] | None = None,
-                 batch_conversations: int = 2_500, parse_threads: int = 2) -> None:
+                 batch_conversations: int = 2_000, parse_threads: int = 2) -> None:
         self.tables = TABLES if tables is None else tuple(tables)
         unknown_tables = set(self.tables) - set(TABLES)
         if unknown_tables:
@@ -970,7 +970,7 @@ class DayFlattener:
         self.batch_conversations = batch_conversations
         self.result = DayResult(day=day)
         self._parse_pool = ThreadPoolExecutor(max_workers=parse_threads, thread_name_prefix="parse")
-        self._parse_ahead = 2 * parse_threads
+        self._parse_ahead = parse_threads
         self._write_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
         self._write: Future[None] | None = None
         self._sinks = {name: _ParquetSink(self.parts_dir / name, name, TABLE_SCHEMAS[name]) for name in self.tables}
