@@ -1,33 +1,49 @@
 """Interaction Recorder files → the staging bucket: probe, transcode when the player cannot play it, upload
 under a content-hash key, verify by HEAD before it counts. No Dagster here: the asset passes an S3 client.
 
-* **Probe**: the file's magic bytes decide what it is (RIFF/WAVE, ``#!AMR``, MP3, the SASF secure format), then
-  PyAV decodes it frame by frame (never the whole file in memory) to count samples: a decoded duration far
-  below the database's ``Duration`` is a truncated file. SASF is "needs export through PureConnect", never audio.
-* **Transcode** (in process, PyAV, streaming): anything but PCM/G.711 WAV or MP3 becomes 16-bit PCM WAV, with
-  bit-exact output so the same source gives the same bytes, hence the same key, on every run.
+* **Probe**: the file's magic bytes decide what it is (RIFF/WAVE, ``#!AMR``, MP3, the SASF secure format). A
+  WAV's header says how many bytes of audio it holds: more declared than the file has is a truncated file,
+  whatever the database says. For PCM and G.711 WAVs with a consistent header every byte is a sample, so the
+  header (checked against the file's size) gives the codec and exact duration without decoding; for anything
+  else FFmpeg's demuxer names the codec and the file is decoded frame by frame (never the whole file in memory),
+  by the transcode itself when there is one. A duration far below the database's ``Duration`` is a truncated
+  file. SASF is "needs export through PureConnect", never audio.
+* **Transcode** (PyAV, streaming): anything but PCM/G.711 WAV or MP3 becomes 16-bit PCM WAV, with
+  bit-exact output so the same source gives the same bytes, hence the same key, on every run. Decoded frames
+  (20 ms each for AMR) are gathered in a FIFO and converted, encoded and muxed in blocks: the same bytes as frame
+  by frame, with a fraction of the per-frame Python. ``stage_all`` runs transcodes in worker processes, one per
+  core (:class:`TranscodePool`: the per-packet Python left still holds the GIL too often for threads to scale);
+  decodes run in a thread take one of ``DECODE_SLOTS``, one per core, while the other workers hash and upload.
 * **Upload**: ``recordings/year=/month=/day=/<sha256>.<ext>`` with the exact Content-Type, SSE (AES256) and
-  retention tags. boto3's managed transfer streams the file: a single PUT below the multipart threshold,
-  otherwise parts of ``multipart_chunksize`` read one at a time.
+  retention tags. One streaming PUT below the multipart threshold (S3 checks the SHA-256 we send; moto, the
+  sandbox's S3, ignores it), otherwise boto3's managed transfer, parts of ``multipart_chunksize`` read one at a
+  time. What is already there comes from one listing of the day's prefix, not a HEAD per file.
 * **Verify**: HEAD with exponential backoff until size, ETag (MD5, or the multipart MD5-of-MD5s computed
   locally in the same pass as the SHA-256), Content-Type and encryption match (seed 000: storage is eventually
   consistent; a reference to an object not yet visible is an orphaned link).
+* **Pacing**: every S3 request of a run (listing, PUT, parts, HEAD, retries) takes a slot of one shared rate
+  limit. The default stays well under S3's documented 3,500 writes and 5,500 reads per second per prefix.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import multiprocessing
 import os
 import random
+import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import date
+from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlencode
 
 import av
@@ -36,8 +52,29 @@ import polars as pl
 from genesys_assets.resources.genesys_cloud_client import RateLimiter
 from genesys_assets.sandbox.recordings import resolve_media_uri
 
+
+def cpu_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 READ_CHUNK = 1 << 20
+TRANSCODE_BLOCK_SAMPLES = 1 << 15  # ~4 s at 8 kHz per resample/encode/mux call
+# FFmpeg's WAV demuxer hands out 256-byte packets of G.726 (a packet per 64 ms); 64 KiB ones cut the per-packet
+# overhead, same samples. Other demuxers ignore the option; codecs with a parser (GSM) keep their frame packets.
+DEMUX_OPTIONS = {"max_size": str(1 << 16)}
+# AMR-NB storage frame sizes by frame type, header byte included (RFC 4867 section 5.3; FFmpeg's AMR demuxer
+# uses the same table). Whole frames are handed to the decoder a few hundred at a time instead of one per packet.
+AMR_NB_MAGIC = b"#!AMR\n"
+AMR_NB_FRAME_BYTES = (13, 14, 16, 18, 20, 21, 27, 32, 6, 1, 1, 1, 1, 1, 1, 1)
+AMR_FRAMES_PER_PACKET = 256
+DEFAULT_REQUESTS_PER_SECOND = 1000.0
+# Decoding in a thread is CPU-bound: one per core at a time, however many I/O workers there are (more would only
+# add switching and GIL hand-offs, and take the cores from the uploads).
+DECODE_SLOTS = threading.BoundedSemaphore(cpu_cores())
 PASSTHROUGH_CODECS = frozenset({"pcm_s16le", "pcm_mulaw", "pcm_alaw", "mp3", "mp3float"})
+# WAV (format tag, bits per sample) whose every data byte is a sample: the header gives the exact duration.
+HEADER_TIMED_CODECS = {(1, 16): "pcm_s16le", (6, 8): "pcm_alaw", (7, 8): "pcm_mulaw"}
 CONTENT_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 RETENTION_TAGS = {"Retention-7Y": ("retention", "7y"), "Legal-Hold": ("legal-hold", "true")}
 DEFAULT_RETENTION = ("retention", "2y")
@@ -66,6 +103,9 @@ class RecordingProblem(Exception):
         self.reason = reason
         self.detail = detail
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # crosses back from a transcode worker process
+        return type(self), (self.reason, self.detail)
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -73,6 +113,30 @@ class Probe:
     codec: str
     sample_rate: int
     duration_ms: int
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What a file is before any decoding; ``header_duration_ms`` is None when only decoding can tell."""
+
+    container: str
+    codec: str
+    sample_rate: int
+    header_duration_ms: int | None
+
+
+@dataclass(frozen=True)
+class WavLayout:
+    """A WAV's ``fmt `` fields and where its ``data`` chunk starts; ``declared_bytes`` None: left open."""
+
+    format_tag: int
+    channels: int
+    sample_rate: int
+    byte_rate: int
+    block_align: int
+    bits: int
+    data_offset: int
+    declared_bytes: int | None
 
 
 @dataclass(frozen=True)
@@ -86,6 +150,10 @@ class StagingSettings:
     verify_base_seconds: float = 0.2
     verify_max_seconds: float = 5.0
     passthrough_codecs: frozenset[str] = PASSTHROUGH_CODECS
+
+    def tolerance_ms(self, expected_ms: int) -> float:
+        """How far a duration may fall short of (or exceed) ``expected_ms`` and still count as equal."""
+        return max(self.duration_tolerance_ms, expected_ms * self.duration_tolerance_ratio)
 
 
 def sniff(head: bytes) -> str:
@@ -103,10 +171,113 @@ def sniff(head: bytes) -> str:
     return "unknown"
 
 
+def read_wav_layout(handle: BinaryIO, size: int, max_chunks: int = 64) -> WavLayout | None:
+    """Walk a RIFF/WAVE file's chunks up to ``data``; None unless the header is complete and self-consistent.
+
+    None is not a verdict: the caller then lets FFmpeg decode the file, which is the judge of odd headers.
+    A data size of 0 or 0xFFFFFFFF is what streaming writers leave when they cannot seek back: "until EOF".
+    """
+    handle.seek(0)
+    head = handle.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    fmt: tuple[int, ...] | None = None
+    pos = 12
+    for _ in range(max_chunks):
+        if pos + 8 > size:
+            return None
+        handle.seek(pos)
+        chunk_id, length = struct.unpack("<4sI", handle.read(8))
+        if chunk_id == b"fmt ":
+            if length < 16:
+                return None
+            fmt = struct.unpack("<HHIIHH", handle.read(16))
+        elif chunk_id == b"data":
+            if fmt is None:
+                return None
+            tag, channels, rate, byte_rate, align, bits = fmt
+            if not channels or not rate or not align or not byte_rate:
+                return None
+            if tag in (1, 6, 7) and (align != channels * bits // 8 or byte_rate != rate * align):
+                return None
+            return WavLayout(tag, channels, rate, byte_rate, align, bits, pos + 8,
+                             None if length in (0, 0xFFFFFFFF) else length)
+        pos += 8 + length + (length & 1)  # chunks are word-aligned
+    return None
+
+
+def wav_header_duration(path: Path, layout: WavLayout, size: int, settings: StagingSettings) -> int:
+    """Duration in ms of the audio the file holds; raises TRUNCATED when the header declares more (beyond the
+    tolerance) than the file has. Decoding PCM counts exactly these ``data bytes // block_align`` samples."""
+    available = max(0, size - layout.data_offset)
+    held = available if layout.declared_bytes is None else min(available, layout.declared_bytes)
+    held_ms = round(held // layout.block_align * 1000 / layout.sample_rate)
+    if layout.declared_bytes is not None and available < layout.declared_bytes:
+        declared_ms = round(layout.declared_bytes * 1000 / layout.byte_rate)
+        missing_ms = (layout.declared_bytes - available) * 1000 / layout.byte_rate
+        if missing_ms > settings.tolerance_ms(declared_ms):
+            raise RecordingProblem(TRUNCATED, f"{path.name}: the WAV header declares {declared_ms} ms of audio "
+                                              f"({layout.declared_bytes} bytes), the file holds {available} bytes: "
+                                              "the file is truncated")
+    return held_ms
+
+
+def stream_codec(path: Path) -> tuple[str, int]:
+    """(codec, sample rate) as FFmpeg's demuxer sees the file, without decoding it."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise RecordingProblem(UNDECODABLE, "no audio stream")
+            context = container.streams.audio[0].codec_context
+            return context.name, context.sample_rate or 8000
+    except av.FFmpegError as exc:
+        raise RecordingProblem(UNDECODABLE, f"{type(exc).__name__}: {exc}") from None
+
+
+def inspect(path: Path, settings: StagingSettings) -> Inspection:
+    """Magic bytes, container, codec and, where the header can be trusted, the duration; raises
+    :class:`RecordingProblem` with the quarantine reason."""
+    if not path.is_file():
+        raise RecordingProblem(MISSING_FILE, f"{path} does not exist")
+    size = path.stat().st_size
+    if size == 0:
+        raise RecordingProblem(ZERO_BYTE, f"{path.name} is empty")
+    with open(path, "rb") as handle:
+        container = sniff(handle.read(16))
+        layout = read_wav_layout(handle, size) if container == "wav" else None
+    if container == "sasf":
+        raise RecordingProblem(SASF, "Interaction Media Server secure audio (SASF): export it decrypted through "
+                                     "PureConnect IR first; it is not decodable audio")
+    if container not in ("wav", "amr", "mp3"):
+        raise RecordingProblem(UNKNOWN_FORMAT, f"magic bytes of {path.name} are not WAV, AMR or MP3 ({container})")
+    if layout is not None:
+        held_ms = wav_header_duration(path, layout, size, settings)
+        timed = HEADER_TIMED_CODECS.get((layout.format_tag, layout.bits))
+        if timed is not None:  # FFmpeg's name for that tag; every byte decodes, so there is nothing to ask it
+            return Inspection(container, timed, layout.sample_rate, held_ms)
+    codec, rate = stream_codec(path)
+    return Inspection(container, codec, rate, None)
+
+
+def check_duration(path: Path, duration_ms: int, db_duration_ms: int | None, settings: StagingSettings) -> None:
+    """Raise when the audio is empty, or shorter (truncated) or longer than the database's duration."""
+    if duration_ms == 0:
+        raise RecordingProblem(UNDECODABLE, f"{path.name} decodes to no audio")
+    if db_duration_ms:
+        gap = db_duration_ms - duration_ms
+        tolerance = settings.tolerance_ms(db_duration_ms)
+        if gap > tolerance:
+            raise RecordingProblem(TRUNCATED, f"{path.name} holds {duration_ms} ms of the {db_duration_ms} ms the "
+                                              "database recorded: the file is truncated")
+        if -gap > tolerance:
+            raise RecordingProblem(DURATION_MISMATCH, f"{path.name} holds {duration_ms} ms, the database says "
+                                                      f"{db_duration_ms} ms")
+
+
 def decode_stats(path: Path) -> tuple[str, int, int]:
     """(codec, sample rate, decoded duration ms), decoding frame by frame."""
     try:
-        with av.open(str(path)) as container:
+        with DECODE_SLOTS, av.open(str(path), options=DEMUX_OPTIONS) as container:
             if not container.streams.audio:
                 raise RecordingProblem(UNDECODABLE, "no audio stream")
             stream = container.streams.audio[0]
@@ -121,80 +292,182 @@ def decode_stats(path: Path) -> tuple[str, int, int]:
 
 def probe(path: Path, db_duration_ms: int | None, settings: StagingSettings) -> Probe:
     """Check a recording file; raises :class:`RecordingProblem` with the quarantine reason."""
-    if not path.is_file():
-        raise RecordingProblem(MISSING_FILE, f"{path} does not exist")
-    size = path.stat().st_size
-    if size == 0:
-        raise RecordingProblem(ZERO_BYTE, f"{path.name} is empty")
-    with open(path, "rb") as handle:
-        container = sniff(handle.read(16))
-    if container == "sasf":
-        raise RecordingProblem(SASF, "Interaction Media Server secure audio (SASF): export it decrypted through "
-                                     "PureConnect IR first; it is not decodable audio")
-    if container not in ("wav", "amr", "mp3"):
-        raise RecordingProblem(UNKNOWN_FORMAT, f"magic bytes of {path.name} are not WAV, AMR or MP3 ({container})")
-    codec, rate, duration = decode_stats(path)
-    if duration == 0:
-        raise RecordingProblem(UNDECODABLE, f"{path.name} decodes to no audio")
-    if db_duration_ms:
-        gap = db_duration_ms - duration
-        tolerance = max(settings.duration_tolerance_ms, db_duration_ms * settings.duration_tolerance_ratio)
-        if gap > tolerance:
-            raise RecordingProblem(TRUNCATED, f"decodes to {duration} ms of the {db_duration_ms} ms the database "
-                                              "recorded: the file is truncated")
-        if -gap > tolerance:
-            raise RecordingProblem(DURATION_MISMATCH, f"decodes to {duration} ms, database says {db_duration_ms} ms")
-    return Probe(container, codec, rate, duration)
+    found = inspect(path, settings)
+    duration = found.header_duration_ms
+    if duration is None:
+        _, _, duration = decode_stats(path)
+    check_duration(path, duration, db_duration_ms, settings)
+    return Probe(found.container, found.codec, found.sample_rate, duration)
 
 
-def transcode_to_pcm_wav(source: Path, target: Path) -> None:
-    """Decode ``source`` and write 16-bit PCM mono WAV, frame by frame, bit-exact (stable bytes)."""
-    with av.open(str(source)) as inp:
-        stream = inp.streams.audio[0]
-        rate = stream.codec_context.sample_rate or 8000
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
-        with av.open(str(target), "w", format="wav", options={"fflags": "+bitexact"}) as out:
-            ostream = out.add_stream("pcm_s16le", rate=rate, layout="mono")
-            for frame in inp.decode(stream):
-                frame.pts = None
-                for converted in resampler.resample(frame):
-                    for packet in ostream.encode(converted):
-                        out.mux(packet)
-            for converted in resampler.resample(None):
-                for packet in ostream.encode(converted):
+def amr_nb_packets(source: Path, frames_per_packet: int = AMR_FRAMES_PER_PACKET) -> Iterator[av.Packet]:
+    """An AMR-NB file's speech frames, cut at frame boundaries into packets of ``frames_per_packet``, read in
+    blocks; any other frame (comfort noise, no data, reserved types) is a packet of its own.
+
+    The decoder takes a frame at a time from a packet until it is used up, so the samples equal those of one
+    packet per frame (what the demuxer gives), minus the Python per 20 ms. A last frame cut short comes in a
+    packet of its own, as from the demuxer, and the decoder rejects it the same way."""
+    with open(source, "rb") as handle:
+        if handle.read(len(AMR_NB_MAGIC)) != AMR_NB_MAGIC:
+            raise RecordingProblem(UNDECODABLE, f"{source.name} is not single-channel AMR-NB")
+        pending, whole = b"", 0
+        while block := handle.read(READ_CHUNK):
+            data = pending + block
+            start = pos = frames = 0
+            while pos < len(data):
+                frame_type = (data[pos] >> 3) & 0x0F
+                end = pos + AMR_NB_FRAME_BYTES[frame_type]
+                if end > len(data):
+                    break  # the frame goes on in the next block
+                if frame_type > 7:  # comfort noise, no data or reserved: alone, as the demuxer hands them over
+                    if frames:
+                        yield av.Packet(data[start:pos])
+                    yield av.Packet(data[pos:end])
+                    start = pos = end
+                    frames = 0
+                    continue
+                pos, frames = end, frames + 1
+                if frames == frames_per_packet:
+                    yield av.Packet(data[start:pos])
+                    start, frames = pos, 0
+            pending, whole = data[start:], pos - start
+        if whole:
+            yield av.Packet(pending[:whole])
+        if pending[whole:]:
+            yield av.Packet(pending[whole:])  # a cut last frame alone, as the demuxer hands it over
+
+
+def transcode_to_pcm_wav(source: Path, target: Path) -> int:
+    """Decode ``source`` into 16-bit PCM mono WAV at ``target``, bit-exact (stable bytes); returns the decoded
+    duration in ms, so the decode that transcodes is also the one that checks the duration.
+
+    Frames go through a FIFO and are converted, encoded and muxed ``TRANSCODE_BLOCK_SAMPLES`` at a time: the
+    conversion is per sample and the WAV muxer writes what it is given, so the bytes equal a frame-by-frame run.
+    """
+    try:
+        with DECODE_SLOTS, av.open(str(source), options=DEMUX_OPTIONS) as inp:
+            if not inp.streams.audio:
+                raise RecordingProblem(UNDECODABLE, "no audio stream")
+            stream = inp.streams.audio[0]
+            rate = stream.codec_context.sample_rate or 8000
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+            fifo = av.AudioFifo()
+            with av.open(str(target), "w", format="wav", options={"fflags": "+bitexact"}) as out:
+                ostream = out.add_stream("pcm_s16le", rate=rate, layout="mono")
+
+                def write(frame: av.AudioFrame | None) -> None:
+                    for converted in resampler.resample(frame):
+                        for packet in ostream.encode(converted):
+                            out.mux(packet)
+
+                if stream.codec_context.name == "amrnb" and stream.codec_context.channels == 1:
+                    context = stream.codec_context
+                    frames: Iterable[av.AudioFrame] = (
+                        frame for packet in chain(amr_nb_packets(source), [None]) for frame in context.decode(packet))
+                else:
+                    frames = inp.decode(stream)
+                for frame in frames:
+                    frame.pts = None
+                    fifo.write(frame)
+                    if fifo.samples >= TRANSCODE_BLOCK_SAMPLES:
+                        write(fifo.read(TRANSCODE_BLOCK_SAMPLES))
+                if fifo.samples:
+                    write(fifo.read())
+                write(None)
+                for packet in ostream.encode(None):
                     out.mux(packet)
-            for packet in ostream.encode(None):
-                out.mux(packet)
+            return round(fifo.samples_written * 1000 / rate)
+    except av.FFmpegError as exc:
+        raise RecordingProblem(UNDECODABLE, f"{type(exc).__name__}: {exc}") from None
+
+
+def _peak_rss_kib() -> int:
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _transcode_job(source: str, target: str) -> tuple[int, int]:
+    """What a worker process runs: the transcode, and the worker's peak RSS so far (for the benchmark)."""
+    return transcode_to_pcm_wav(Path(source), Path(target)), _peak_rss_kib()
+
+
+class TranscodePool:
+    """Transcodes in worker processes, one per core, for any number of I/O threads.
+
+    Why processes: decoding itself runs without the GIL, but the per-packet Python around it (20 ms AMR frames)
+    holds it about a third of the time, so two decoding threads run no faster than one. The pool starts on the
+    first transcode (a day of playable files starts none) from a forkserver with this module preloaded: forking
+    from it is safe next to the run's threads, and after the first pool of a process, cheap.
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = max(1, workers or cpu_cores())
+        self.worker_peak_rss_kib = 0
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
+    def transcode(self, source: Path, target: Path) -> int:
+        """:func:`transcode_to_pcm_wav` in a worker; blocks the calling thread only."""
+        with self._lock:
+            if self._pool is None:
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload([__name__])
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+            pool = self._pool
+        duration, rss = pool.submit(_transcode_job, str(source), str(target)).result()
+        with self._lock:
+            self.worker_peak_rss_kib = max(self.worker_peak_rss_kib, rss)
+        return duration
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown()
+
+    def __enter__(self) -> TranscodePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def digests(path: Path, multipart_threshold: int, chunksize: int) -> tuple[str, int, str]:
-    """(sha256 hex, size, the ETag S3 will report) in one streaming pass."""
+    """(sha256 hex, size, the ETag S3 will report) in one streaming pass.
+
+    Reads stop at part boundaries, so each read feeds the SHA-256 and exactly one part's MD5; the whole-file MD5
+    is kept apart only when a single-PUT file can span several parts (threshold above the chunk size).
+    """
     sha = hashlib.sha256()
-    whole = hashlib.md5()  # S3 ETag arithmetic, not security
-    parts: list[bytes] = []
-    size = 0
+    whole = hashlib.md5() if multipart_threshold > chunksize else None  # S3 ETag arithmetic, not security
     part = hashlib.md5()
-    part_fill = 0
+    parts: list[bytes] = []
+    size = fill = 0
     with open(path, "rb") as handle:
-        while chunk := handle.read(READ_CHUNK):
+        while chunk := handle.read(min(READ_CHUNK, chunksize - fill)):
             sha.update(chunk)
-            whole.update(chunk)
+            part.update(chunk)
+            if whole is not None:
+                whole.update(chunk)
             size += len(chunk)
-            view = memoryview(chunk)
-            while view:
-                take = min(len(view), chunksize - part_fill)
-                part.update(view[:take])
-                part_fill += take
-                view = view[take:]
-                if part_fill == chunksize:
-                    parts.append(part.digest())
-                    part, part_fill = hashlib.md5(), 0
-    if part_fill:
+            fill += len(chunk)
+            if fill == chunksize:
+                parts.append(part.digest())
+                part, fill = hashlib.md5(), 0
+    if fill or not parts:
         parts.append(part.digest())
-    if size < multipart_threshold:
-        etag = whole.hexdigest()
-    else:
+    if size >= multipart_threshold:
         etag = f"{hashlib.md5(b''.join(parts)).hexdigest()}-{len(parts)}"
+    else:
+        etag = whole.hexdigest() if whole is not None else parts[0].hex()
     return sha.hexdigest(), size, etag
 
 
@@ -210,6 +483,11 @@ def tags_for(ir_tags: Iterable[str] | None, recording_id: str) -> str:
     return urlencode(sorted(tags.items()))
 
 
+def day_prefix(day: date) -> str:
+    """The Hive-style folder of a day's recordings in the staging bucket."""
+    return f"recordings/year={day:%Y}/month={day:%m}/day={day:%d}/"
+
+
 def _head_matches(head: dict, size: int, etag: str, content_type: str) -> str | None:
     got_etag = str(head.get("ETag", "")).strip('"')
     if head.get("ContentLength") != size:
@@ -223,13 +501,35 @@ def _head_matches(head: dict, size: int, etag: str, content_type: str) -> str | 
     return None
 
 
+def _error_code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
 def head_or_none(s3: Any, bucket: str, key: str) -> dict | None:
     """HEAD the object; None for 404 (not there, or not visible yet)."""
     try:
         return s3.head_object(Bucket=bucket, Key=key)
     except Exception as exc:  # botocore ClientError; boto3 is not imported here
-        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchKey", "NotFound"):
+        if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+
+
+def list_present(s3: Any, bucket: str, prefix: str) -> dict[str, tuple[int, str]] | None:
+    """Key -> (size, ETag) of what is already under ``prefix``: one request per 1,000 keys instead of a HEAD
+    per recording. None when the role may not list the bucket (then each recording HEADs its own key)."""
+    present: dict[str, tuple[int, str]] = {}
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    try:
+        while True:
+            page = s3.list_objects_v2(**kwargs)
+            for obj in page.get("Contents", ()):
+                present[obj["Key"]] = (obj["Size"], str(obj["ETag"]).strip('"'))
+            if not page.get("IsTruncated"):
+                return present
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+    except Exception as exc:  # botocore ClientError
+        if _error_code(exc) in ("AccessDenied", "403"):
             return None
         raise
 
@@ -265,11 +565,21 @@ class StagingRun:
     already_present: int = 0
     bytes_uploaded: int = 0
     verify_retries: int = 0
+    requests: int = 0  # every S3 request sent, retries included (counted by stage_all)
+    listed: bool = False  # whether "already there" came from one listing of the day (else a HEAD per file)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def upload(s3: Any, path: Path, bucket: str, key: str, extra: dict[str, Any], settings: StagingSettings) -> None:
-    """Stream ``path`` to S3: one PUT below the threshold, else a multipart upload one part at a time."""
+def upload(s3: Any, path: Path, bucket: str, key: str, extra: dict[str, Any], settings: StagingSettings,
+           sha256_hex: str | None = None) -> None:
+    """Stream ``path`` to S3: one PUT below the threshold (with the SHA-256 for S3 to check, when given), else a
+    multipart upload one part at a time."""
+    size = path.stat().st_size
+    if size < settings.multipart_threshold:
+        checksum = {"ChecksumSHA256": base64.b64encode(bytes.fromhex(sha256_hex)).decode()} if sha256_hex else {}
+        with open(path, "rb") as handle:
+            s3.put_object(Bucket=bucket, Key=key, Body=handle, **extra, **checksum)
+        return
     from boto3.s3.transfer import TransferConfig
 
     config = TransferConfig(multipart_threshold=settings.multipart_threshold,
@@ -279,8 +589,15 @@ def upload(s3: Any, path: Path, bucket: str, key: str, extra: dict[str, Any], se
 
 
 def stage_recording(s3: Any, link: dict[str, Any], day: date, settings: StagingSettings,
-                    limiter: RateLimiter | None = None, run: StagingRun | None = None) -> StageResult:
-    """Probe, transcode if needed, upload and verify one recording; quarantine it on any problem."""
+                    run: StagingRun | None = None,
+                    present: Mapping[str, tuple[int, str]] | None = None,
+                    transcoder: TranscodePool | None = None) -> StageResult:
+    """Probe, transcode if needed, upload and verify one recording; quarantine it on any problem.
+
+    ``present`` is the day's listing (key -> size, ETag): a key absent from it is uploaded without asking, one
+    listed with the same size and ETag only gets the verifying HEAD. Without a listing, a HEAD decides.
+    ``transcoder`` runs the transcode in a worker process; without one it runs in this thread.
+    """
     started = time.monotonic()
     run = run or StagingRun()
     source = resolve_media_uri(link["media_uri"]) if link.get("media_uri") else Path("")
@@ -292,29 +609,41 @@ def stage_recording(s3: Any, link: dict[str, Any], day: date, settings: StagingS
     try:
         if source.is_file():
             row["source_bytes"] = source.stat().st_size
-        found = probe(source, link.get("db_duration_ms"), settings)
-        row.update(container_in=found.container, codec_in=found.codec, duration_ms=found.duration_ms)
-        with tempfile.TemporaryDirectory(prefix="recording-") as tmp:
+        found = inspect(source, settings)
+        with ExitStack() as stack:
             upload_path, codec_out, ext = source, found.codec, found.container
             if found.codec not in settings.passthrough_codecs or found.container not in CONTENT_TYPES:
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="recording-"))
                 upload_path, codec_out, ext = Path(tmp) / "out.wav", "pcm_s16le", "wav"
-                transcode_to_pcm_wav(source, upload_path)
+                if transcoder is not None:
+                    duration = transcoder.transcode(source, upload_path)
+                else:
+                    duration = transcode_to_pcm_wav(source, upload_path)
                 row["transcoded"] = True
+            elif found.header_duration_ms is not None:
+                duration = found.header_duration_ms
+            else:
+                _, _, duration = decode_stats(source)
+            check_duration(source, duration, link.get("db_duration_ms"), settings)
+            row.update(container_in=found.container, codec_in=found.codec, duration_ms=duration)
             sha, size, etag = digests(upload_path, settings.multipart_threshold, settings.multipart_chunksize)
-            key = f"recordings/year={day:%Y}/month={day:%m}/day={day:%d}/{sha}.{ext}"
+            key = f"{day_prefix(day)}{sha}.{ext}"
             content_type = CONTENT_TYPES[ext]
             tags = tags_for(link.get("ir_tags"), link["recording_id"])
             row.update(codec_out=codec_out, key=key, sha256=sha, bytes=size, etag=etag, content_type=content_type,
                        server_side_encryption="AES256", tags=tags)
-            if limiter is not None:
-                limiter.acquire()
-            present = head_or_none(s3, settings.bucket, key)
-            if present is None or _head_matches(present, size, etag, content_type) is not None:
+            head = None
+            if present is None or present.get(key) == (size, etag):
+                head = head_or_none(s3, settings.bucket, key)
+            if head is not None and _head_matches(head, size, etag, content_type) is None:
+                result.verify_attempts = 1  # already there and complete: that HEAD is the verification
+            else:
                 extra = {"ContentType": content_type, "ServerSideEncryption": "AES256", "Tagging": tags,
                          "Metadata": {"sha256": sha, "legacy-recording-id": link["recording_id"]}}
-                upload(s3, upload_path, settings.bucket, key, extra, settings)
+                upload(s3, upload_path, settings.bucket, key, extra, settings, sha256_hex=sha)
                 result.uploaded = True
-            result.verify_attempts = verify_upload(s3, settings.bucket, key, size, etag, content_type, settings)
+                result.verify_attempts = verify_upload(s3, settings.bucket, key, size, etag, content_type,
+                                                       settings)
         row["status"] = STAGED
         with run.lock:
             run.uploaded += int(result.uploaded)
@@ -327,13 +656,34 @@ def stage_recording(s3: Any, link: dict[str, Any], day: date, settings: StagingS
     return result
 
 
+@contextmanager
+def paced(s3: Any, limiter: RateLimiter, run: StagingRun) -> Iterator[None]:
+    """Every request ``s3`` sends meanwhile (boto3's managed transfers and retries included) waits for a slot of
+    ``limiter`` and is counted in ``run.requests``."""
+
+    def before_send(**_: Any) -> None:
+        limiter.acquire()
+        with run.lock:
+            run.requests += 1
+
+    events = s3.meta.events
+    events.register("before-send.s3", before_send)
+    try:
+        yield
+    finally:
+        events.unregister("before-send.s3", before_send)
+
+
 def stage_all(s3: Any, links: list[dict[str, Any]], day: date, settings: StagingSettings, *, workers: int = 10,
-              requests_per_second: float | None = 50.0) -> tuple[pl.DataFrame, StagingRun]:
+              requests_per_second: float | None = DEFAULT_REQUESTS_PER_SECOND) -> tuple[pl.DataFrame, StagingRun]:
     """Stage every recording with a bounded pool sharing one rate limit; the manifest comes back sorted."""
-    limiter = RateLimiter(requests_per_second)
     run = StagingRun()
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="stage-recording") as pool:
-        results = list(pool.map(lambda link: stage_recording(s3, link, day, settings, limiter, run), links))
+    with paced(s3, RateLimiter(requests_per_second), run), TranscodePool() as transcoder:
+        present = list_present(s3, settings.bucket, day_prefix(day)) if links else None
+        run.listed = present is not None
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="stage-recording") as pool:
+            results = list(pool.map(lambda link: stage_recording(s3, link, day, settings, run, present,
+                                                                 transcoder), links))
     manifest = pl.DataFrame([r.row for r in results], schema=MANIFEST_SCHEMA).sort("recording_id")
     return manifest, run
 
@@ -369,4 +719,3 @@ def environment_bucket(configured: str | None) -> str:
     if not bucket:
         raise ValueError("no staging bucket: set GENESYS_STAGING_BUCKET (or the asset's bucket config)")
     return bucket
-

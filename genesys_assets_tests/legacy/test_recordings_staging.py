@@ -1,21 +1,30 @@
-"""Recording staging against the sandbox S3: eventual consistency, never-visible uploads, streamed multipart."""
+"""Recording staging against the sandbox S3: eventual consistency, never-visible uploads, streamed multipart,
+header-timed probes, block-wise transcodes, one listing instead of a HEAD per file, one paced request budget."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
+import struct
 import subprocess
 import sys
+import threading
+import time
 import wave
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 from botocore.exceptions import ClientError
 
 from genesys_assets.lib import recordings_staging as rs
+from genesys_assets.sandbox.recordings import RecordingKind, extension, write_recording
 from genesys_assets.sandbox.s3 import STAGING_BUCKET, SandboxS3
 
 DAY = date(2026, 11, 3)
@@ -149,3 +158,299 @@ def test_a_file_above_the_multipart_threshold_streams(s3_endpoint: str, tmp_path
 @pytest.mark.slow
 def test_a_500_mb_recording_streams_in_bounded_memory(s3_endpoint: str, tmp_path: Path) -> None:
     _multipart(s3_endpoint, tmp_path, seconds=32_000, limit_mb=32)  # 512 MB
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Probing: the WAV header where it can be trusted, decoding where it cannot
+# ---------------------------------------------------------------------------------------------------------
+
+SETTINGS = rs.StagingSettings(bucket=STAGING_BUCKET)
+
+
+def _recording(tmp_path: Path, kind: RecordingKind, ms: int = 3000) -> tuple[Path, int]:
+    path = tmp_path / f"{kind.value}{extension(kind)}"
+    return path, write_recording(path, kind, f"key-{kind.value}", ms).duration_ms
+
+
+@pytest.mark.parametrize("kind", [RecordingKind.PCM16, RecordingKind.MULAW, RecordingKind.ALAW])
+def test_pcm_and_g711_durations_come_from_the_header_and_equal_the_decoded_ones(tmp_path: Path,
+                                                                                 kind: RecordingKind) -> None:
+    path, ms = _recording(tmp_path, kind, 4200)
+    found = rs.inspect(path, SETTINGS)
+    assert found.header_duration_ms == rs.decode_stats(path)[2] == ms
+    assert found.codec == rs.decode_stats(path)[0]
+
+
+@pytest.mark.parametrize("kind", [RecordingKind.GSM610, RecordingKind.G726, RecordingKind.AMR_NB])
+def test_other_codecs_are_left_to_the_decoder(tmp_path: Path, kind: RecordingKind) -> None:
+    path, ms = _recording(tmp_path, kind)
+    assert rs.inspect(path, SETTINGS).header_duration_ms is None
+    assert rs.probe(path, ms, SETTINGS).duration_ms == ms
+
+
+def test_a_wav_shorter_than_its_header_is_truncated_even_without_a_database_duration(tmp_path: Path) -> None:
+    for kind in (RecordingKind.PCM16, RecordingKind.G726):  # the header check needs no decoding, any codec
+        path, _ = _recording(tmp_path, kind, 10_000)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        with pytest.raises(rs.RecordingProblem) as problem:
+            rs.probe(path, None, SETTINGS)
+        assert problem.value.reason == rs.TRUNCATED and "header declares" in problem.value.detail
+
+
+def test_a_header_short_by_less_than_the_tolerance_or_left_open_is_timed_by_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "short.wav"
+    _wav(path, 10)
+    path.write_bytes(path.read_bytes()[:-1600])  # 100 ms missing of 10 s: within 250 ms
+    assert rs.probe(path, None, SETTINGS).duration_ms == 9900 == rs.decode_stats(path)[2]
+    open_ended = tmp_path / "streamed.wav"
+    data = bytearray((tmp_path / "short.wav").read_bytes())
+    data[40:44] = struct.pack("<I", 0xFFFFFFFF)  # a streaming writer never came back to fill in the size
+    open_ended.write_bytes(bytes(data))
+    assert rs.inspect(open_ended, SETTINGS).header_duration_ms == 9900
+
+
+def test_an_inconsistent_header_falls_back_to_decoding(tmp_path: Path) -> None:
+    path = tmp_path / "odd.wav"
+    _wav(path, 2)
+    data = bytearray(path.read_bytes())
+    data[28:32] = struct.pack("<I", 12345)  # byte rate that does not match rate x block align
+    path.write_bytes(bytes(data))
+    with open(path, "rb") as handle:
+        assert rs.read_wav_layout(handle, len(data)) is None
+    found = rs.inspect(path, SETTINGS)
+    assert found.header_duration_ms is None and rs.probe(path, 2000, SETTINGS).duration_ms == 2000
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Transcoding: block-wise, byte-identical to frame by frame, and the decode that checks the duration
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _transcode_frame_by_frame(source: Path, target: Path) -> None:
+    """The plain PyAV loop (resample, encode and mux every decoded frame): the bytes staged so far."""
+    with av.open(str(source)) as inp:
+        stream = inp.streams.audio[0]
+        rate = stream.codec_context.sample_rate
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+        with av.open(str(target), "w", format="wav", options={"fflags": "+bitexact"}) as out:
+            ostream = out.add_stream("pcm_s16le", rate=rate, layout="mono")
+            for frame in [*inp.decode(stream), None]:
+                if frame is not None:
+                    frame.pts = None
+                for converted in resampler.resample(frame):
+                    for packet in ostream.encode(converted):
+                        out.mux(packet)
+            for packet in ostream.encode(None):
+                out.mux(packet)
+
+
+@pytest.mark.parametrize("kind", [RecordingKind.AMR_NB, RecordingKind.G726, RecordingKind.GSM610])
+def test_block_transcode_is_byte_identical_to_frame_by_frame(tmp_path: Path, kind: RecordingKind) -> None:
+    source, ms = _recording(tmp_path, kind, 9_800)  # several blocks and a partial one
+    assert rs.transcode_to_pcm_wav(source, tmp_path / "blocks.wav") == ms
+    rs.transcode_to_pcm_wav(source, tmp_path / "again.wav")
+    _transcode_frame_by_frame(source, tmp_path / "frames.wav")
+    blocks = (tmp_path / "blocks.wav").read_bytes()
+    assert blocks == (tmp_path / "frames.wav").read_bytes() == (tmp_path / "again.wav").read_bytes()
+
+
+def test_a_short_amr_is_caught_by_its_transcode(tmp_path: Path) -> None:
+    source, ms = _recording(tmp_path, RecordingKind.AMR_NB, 2000)
+    row = rs.stage_recording(None, _link(source, ms * 5, "AMR1"), DAY, SETTINGS).row  # never reaches S3
+    assert (row["status"], row["reason"], row["key"], row["duration_ms"]) == (rs.QUARANTINED, rs.TRUNCATED, None, None)
+
+
+def test_an_amr_that_opens_but_does_not_decode_is_undecodable(tmp_path: Path) -> None:
+    source = tmp_path / "garbage.amr"
+    source.write_bytes(b"#!AMR\n" + bytes(range(256)) * 4)
+    assert rs.stream_codec(source)[0] == "amrnb"  # the demuxer accepts it: the transcode is what fails
+    row = rs.stage_recording(None, _link(source, 1000, "AMR2"), DAY, SETTINGS).row
+    assert (row["status"], row["reason"]) == (rs.QUARANTINED, rs.UNDECODABLE)
+
+
+@pytest.mark.parametrize(("size", "threshold", "chunk"), [
+    (5000, 8192, 8192),   # single PUT: the file's MD5
+    (5000, 4096, 1024),   # multipart: MD5 of the parts' MD5s, last part short
+    (4096, 2048, 1024),   # multipart, an exact number of parts
+    (5000, 8192, 1024),   # single PUT spanning several part-sized reads
+])
+def test_digests_give_the_etag_s3_reports(tmp_path: Path, size: int, threshold: int, chunk: int) -> None:
+    data = os.urandom(size)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    if size < threshold:
+        etag = hashlib.md5(data).hexdigest()
+    else:
+        parts = [hashlib.md5(data[i:i + chunk]).digest() for i in range(0, size, chunk)]
+        etag = f"{hashlib.md5(b''.join(parts)).hexdigest()}-{len(parts)}"
+    assert rs.digests(path, threshold, chunk) == (hashlib.sha256(data).hexdigest(), size, etag)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Requests: one listing, PUT + HEAD per new file, HEAD only on a re-run, all paced by one limiter
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _links(tmp_path: Path, n: int) -> list[dict[str, Any]]:
+    return [_link(tmp_path / f"r{i}.wav", _wav(tmp_path / f"r{i}.wav", 1), f"R{i}") for i in range(n)]
+
+
+def test_a_rerun_lists_once_and_only_verifies(s3: Any, tmp_path: Path) -> None:
+    day = date(2026, 1, 2)
+    links = _links(tmp_path, 3)
+    first, run1 = rs.stage_all(s3, links, day, SETTINGS, workers=3)
+    assert (run1.listed, run1.uploaded, run1.requests) == (True, 3, 1 + 3 * 2)  # LIST, then PUT + HEAD each
+    second, run2 = rs.stage_all(s3, links, day, SETTINGS, workers=3)
+    assert (run2.uploaded, run2.already_present, run2.requests) == (0, 3, 1 + 3)  # LIST, then one HEAD each
+    assert first.equals(second)
+
+
+def test_a_listed_object_whose_head_disagrees_is_uploaded_again(s3: Any, tmp_path: Path) -> None:
+    day = date(2026, 1, 3)
+    links = _links(tmp_path, 1)
+    manifest, _ = rs.stage_all(s3, links, day, SETTINGS)
+    key = manifest["key"][0]
+    s3.put_object(Bucket=STAGING_BUCKET, Key=key, Body=Path(tmp_path / "r0.wav").read_bytes(),
+                  ContentType="application/octet-stream", ServerSideEncryption="AES256")  # same bytes, wrong type
+    again, run = rs.stage_all(s3, links, day, SETTINGS)
+    assert (again["status"][0], run.uploaded, run.requests) == (rs.STAGED, 1, 1 + 3)  # LIST, HEAD, PUT, HEAD
+    assert s3.head_object(Bucket=STAGING_BUCKET, Key=key)["ContentType"] == "audio/wav"
+
+
+class NoListing(LaggingHeads):
+    """A role allowed to read and write objects but not to list the bucket."""
+
+    def __init__(self, client: Any, code: str = "AccessDenied") -> None:
+        super().__init__(client, lag=0)
+        self.code = code
+
+    def list_objects_v2(self, **kw: Any) -> dict:
+        raise ClientError({"Error": {"Code": self.code, "Message": "no"}}, "ListObjectsV2")
+
+
+def test_without_list_permission_each_recording_heads_its_key(s3: Any, tmp_path: Path) -> None:
+    links = _links(tmp_path, 2)
+    manifest, run = rs.stage_all(NoListing(s3), links, date(2026, 1, 4), SETTINGS)
+    assert manifest["status"].to_list() == [rs.STAGED] * 2
+    assert (run.listed, run.uploaded, run.requests) == (False, 2, 2 * 3)  # HEAD, PUT, HEAD each
+
+
+def test_a_listing_that_fails_otherwise_fails_the_run(s3: Any, tmp_path: Path) -> None:
+    with pytest.raises(ClientError):
+        rs.stage_all(NoListing(s3, code="NoSuchBucket"), _links(tmp_path, 1), date(2026, 1, 5), SETTINGS)
+
+
+def test_every_request_takes_a_slot_of_the_shared_rate_limit(s3: Any, tmp_path: Path) -> None:
+    links = _links(tmp_path, 2)
+    started = time.monotonic()
+    _, run = rs.stage_all(s3, links, date(2026, 1, 6), SETTINGS, workers=2, requests_per_second=10)
+    assert run.requests == 5  # LIST, PUT + HEAD twice
+    assert time.monotonic() - started >= 0.4 - 0.01  # the first slot is free, then one every 100 ms
+    s3.head_bucket(Bucket=STAGING_BUCKET)
+    assert run.requests == 5  # the pacing hook left the caller's client when the run ended
+
+
+def test_a_single_put_carries_the_sha256_for_s3_to_check(s3: Any, tmp_path: Path) -> None:
+    sent: list[dict[str, str]] = []
+
+    def capture(request: Any, **_: Any) -> None:
+        if request.method == "PUT":
+            sent.append(dict(request.headers))
+
+    s3.meta.events.register("before-send.s3.PutObject", capture)
+    try:
+        manifest, _ = rs.stage_all(s3, _links(tmp_path, 1), date(2026, 1, 7), SETTINGS)
+    finally:
+        s3.meta.events.unregister("before-send.s3.PutObject", capture)
+    expected = base64.b64encode(bytes.fromhex(manifest["sha256"][0]))
+    assert [h.get("x-amz-checksum-sha256") for h in sent] == [expected]
+
+
+class CountingSlots:
+    """Stands in for ``DECODE_SLOTS`` with one slot, and records how many decodes ever ran at once."""
+
+    def __init__(self) -> None:
+        self._lock, self._inner = threading.Lock(), threading.Semaphore(1)
+        self.entered = self.running = self.most = 0
+
+    def __enter__(self) -> None:
+        self._inner.acquire()
+        with self._lock:
+            self.entered += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+            time.sleep(0.01)  # widen the window a missing gate would show in
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.running -= 1
+        self._inner.release()
+
+
+def test_decodes_and_transcodes_take_a_core_slot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    slots = CountingSlots()
+    monkeypatch.setattr(rs, "DECODE_SLOTS", slots)
+    sources = [_recording(tmp_path / str(i), RecordingKind.G726, 2000)[0] for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda p: rs.transcode_to_pcm_wav(p, p.with_suffix(".pcm.wav")), sources))
+        list(pool.map(rs.decode_stats, sources))
+    assert (slots.entered, slots.most) == (8, 1)
+
+
+def test_stage_all_transcodes_in_worker_processes_to_the_same_bytes(s3: Any, tmp_path: Path) -> None:
+    links, expected = [], {}
+    for kind in (RecordingKind.AMR_NB, RecordingKind.G726, RecordingKind.GSM610):
+        source, ms = _recording(tmp_path, kind, 5000)
+        links.append(_link(source, ms, kind.value))
+        rs.transcode_to_pcm_wav(source, tmp_path / f"{kind.value}.in-thread.wav")  # this thread, no pool
+        expected[kind.value] = hashlib.sha256((tmp_path / f"{kind.value}.in-thread.wav").read_bytes()).hexdigest()
+    manifest, run = rs.stage_all(s3, links, date(2026, 1, 8), SETTINGS)
+    assert manifest["transcoded"].all() and run.uploaded == 3
+    assert dict(zip(manifest["recording_id"], manifest["sha256"], strict=True)) == expected
+
+
+def test_a_transcode_problem_crosses_back_from_the_worker(tmp_path: Path) -> None:
+    source = tmp_path / "garbage.amr"
+    source.write_bytes(b"#!AMR\n" + bytes(range(256)) * 4)
+    with rs.TranscodePool(workers=1) as pool:
+        assert not pool.started  # nothing starts before the first transcode
+        with pytest.raises(rs.RecordingProblem) as problem:
+            pool.transcode(source, tmp_path / "out.wav")
+        assert pool.started
+    assert problem.value.reason == rs.UNDECODABLE and "PatchWelcomeError" in problem.value.detail  # the decoder's
+    assert not pool.started
+
+
+def _amr_frames(body: bytes) -> list[bytes]:
+    frames, pos = [], 0
+    while pos < len(body):
+        size = rs.AMR_NB_FRAME_BYTES[(body[pos] >> 3) & 0x0F]
+        frames.append(body[pos:pos + size])
+        pos += size
+    return frames
+
+
+def test_amr_packets_hold_whole_frames_across_read_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source, _ = _recording(tmp_path, RecordingKind.AMR_NB, 3000)
+    body = source.read_bytes()[len(rs.AMR_NB_MAGIC):]
+    source.write_bytes(rs.AMR_NB_MAGIC + body[:-5])  # the last frame cut short
+    monkeypatch.setattr(rs, "READ_CHUNK", 100)  # frames straddle every read
+    packets = [bytes(p) for p in rs.amr_nb_packets(source, frames_per_packet=7)]
+    assert b"".join(packets) == body[:-5] and len(packets) > 3
+    assert all(len(_amr_frames(p)) == 7 for p in packets[:-2])  # whole frames, 7 at a time ...
+    assert 1 <= len(_amr_frames(packets[-2])) <= 7 and len(_amr_frames(packets[-1])) == 1
+    stub = packets[-1]
+    assert len(stub) < rs.AMR_NB_FRAME_BYTES[(stub[0] >> 3) & 0x0F]  # ... and the cut frame alone, last
+    with pytest.raises(rs.RecordingProblem) as problem:
+        rs.transcode_to_pcm_wav(source, tmp_path / "out.wav")  # the decoder rejects the stub, as from the demuxer
+    assert problem.value.reason == rs.UNDECODABLE
+    sid, no_data = bytes([8 << 3]) + bytes(5), bytes([15 << 3])  # comfort noise, no data: one packet each
+    frames = _amr_frames(body)
+    source.write_bytes(rs.AMR_NB_MAGIC + b"".join(frames[:3]) + sid + no_data + b"".join(frames[3:5]))
+    packets = [bytes(p) for p in rs.amr_nb_packets(source, frames_per_packet=7)]
+    assert packets == [b"".join(frames[:3]), sid, no_data, b"".join(frames[3:5])]
+    wav = tmp_path / "not-amr.amr"
+    _wav(wav, 1)
+    with pytest.raises(rs.RecordingProblem):
+        list(rs.amr_nb_packets(wav))

@@ -23,7 +23,13 @@ from genesys_assets.lib import legacy_id_maps as idm
 from genesys_assets.lib import legacy_lake as paths
 from genesys_assets.lib import wrapup_dimension
 from genesys_assets.lib.legacy_interactions import QUARANTINE_SCHEMA, normalise_day
-from genesys_assets.lib.recordings_staging import MANIFEST_SCHEMA, QUARANTINED, StagingSettings, stage_all
+from genesys_assets.lib.recordings_staging import (
+    DEFAULT_REQUESTS_PER_SECOND,
+    MANIFEST_SCHEMA,
+    QUARANTINED,
+    StagingSettings,
+    stage_all,
+)
 from genesys_assets.lib.warehouse import replace_rows_together, replace_table
 from genesys_assets.resources.genesys_cloud import GenesysApiError, GenesysCloudResource, GenesysPermissionError
 from genesys_assets.resources.lake import Lake
@@ -227,7 +233,10 @@ def read_required(lake: Lake, base: str, day: date, name: str, upstream: str) ->
 class StagedRecordingsConfig(dg.Config):
     bucket: str | None = Field(default=None, description="Staging bucket. Unset: env GENESYS_STAGING_BUCKET.")
     workers: int = Field(default=10, ge=1, le=20, description="Concurrent recordings (bounded pool).")
-    requests_per_second: float = Field(default=50.0, ge=0, description="S3 upload rate shared by all workers.")
+    requests_per_second: float = Field(
+        default=DEFAULT_REQUESTS_PER_SECOND, ge=0,
+        description="S3 requests per second (listing, PUTs, parts, HEADs, retries) shared by all workers; 0: "
+                    "unpaced. S3 takes 3,500 writes and 5,500 reads per second per prefix.")
     multipart_threshold_mb: int = Field(default=8, ge=5, description="Files this large go up in multipart parts.")
     verify_attempts: int = Field(default=6, ge=1, description="HEADs (exponential backoff) before a PUT counts.")
 
@@ -238,13 +247,14 @@ class StagedRecordingsConfig(dg.Config):
     deps=[legacy_interactions],
     kinds={"s3", "pyav", "parquet"},
     pool=GENESYS_API_POOL,
-    code_version="1",
+    code_version="2",
     automation_condition=FOLLOW_UPSTREAM_DAY,
     description=(
         "Every call recording of the day's interactions read from its MediaURI, checked (magic bytes, container, "
-        "codec, decoded duration vs the database), transcoded to PCM WAV by PyAV when the Cloud player cannot "
-        "play it, streamed to the staging bucket under recordings/year=/month=/day=/<sha256>.<ext> with exact "
-        "Content-Type, SSE and retention tags, and verified by HEAD with backoff. SASF, zero-byte, truncated and "
+        "codec, the WAV header's declared length vs the file, duration vs the database), transcoded to PCM WAV by "
+        "PyAV when the Cloud player cannot play it, streamed to the staging bucket under "
+        "recordings/year=/month=/day=/<sha256>.<ext> with exact Content-Type, SSE and retention tags, and verified "
+        "by HEAD with backoff. SASF, zero-byte, truncated and "
         f"undecodable files are quarantined. Manifest: {paths.RECORDINGS_MANIFEST}/year=/month=/day=."
     ),
 )
@@ -276,7 +286,8 @@ def staged_recordings(
         **{f"reason_{r}": n for r, n in quarantined.group_by("reason").len().sort("reason").iter_rows()},
         "transcoded": int(manifest["transcoded"].sum()), "uploaded": run.uploaded,
         "already_present": run.already_present, "bytes_uploaded": run.bytes_uploaded,
-        "verify_retries": run.verify_retries, "non_call_recordings": links.height - calls.height,
+        "verify_retries": run.verify_retries, "s3_requests": run.requests, "listed_existing": run.listed,
+        "non_call_recordings": links.height - calls.height,
         "seconds": round(seconds, 3), "recordings_per_second": round(manifest.height / seconds, 1) if seconds else 0,
         "bucket": settings.bucket,
     })
