@@ -4,7 +4,7 @@ Ours: ``PureConnectResource.read_day`` (connectorx into Arrow, InteractionSummar
 connections) -> ``normalise_day`` (Polars; DuckDB's SHA-1 for the UUIDv5 ids) -> the three Parquet files the asset
 writes. Baseline: a row-by-row Python normaliser written like seed 000's loop (DB-API cursor, one dict per row, a
 ``set`` for duplicates, ``zoneinfo`` per row, ``uuid5`` per row, ``pa.Table.from_pylist``, ``pq.write_table``),
-reading the same rows with the same SQL (InteractionSummary as one statement of ours' rowid-ordered read).
+reading the same rows with the same SQL (``sqlite_day_queries``, InteractionSummary as one statement).
 
 Input: the sandbox site. ``build_site`` writes rows at ~1.5 ms each, which would take ~25 min for a million, so a
 day of up to ``BASE_ROWS`` is built with the site's generator (traps included: duplicates, local-time rows,
@@ -106,10 +106,11 @@ def child_seed(args: dict[str, Any]) -> dict[str, Any]:
     site = PureConnectSite.open(Path(args["site"]))
     resource = PureConnectResource(uri=site.uri)
     start = time.perf_counter()
-    # The same SQL as ours, InteractionSummary included: one statement of the rowid-ordered read (the index-driven
-    # plain query costs SQLite ~12 s of random page reads at 1M rows, which ours no longer pays either).
-    queries = {**resource.day_queries(DAY),
-               "InteractionSummary": resource.sqlite_summary_queries(DAY, partitions=1)[0]}
+    # The same SQL as ours: InteractionSummary as one statement of the rowid-ordered read (the index-driven plain
+    # query costs SQLite ~12 s of random page reads at 1M rows, which ours no longer pays either), and the keyed
+    # tables driven by that rowid range (the same rows in the same order as the EXISTS queries, for less).
+    queries = {name: sql if isinstance(sql, str) else sql[0]
+               for name, sql in resource.sqlite_day_queries(DAY, partitions=1).items()}
     stats = normalise_rows(site.db_path, queries, DAY, site.timezone, args["key"], Path(args["out"]))
     seconds = time.perf_counter() - start
     return {"seconds": seconds, **stats}

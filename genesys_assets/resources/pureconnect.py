@@ -32,7 +32,10 @@ Why the queries look the way they do
   first finds the window's rowid span and count; the rows are then read in rowid order, by a plain rowid range
   when the window's rows fill most of the span (rows are stored roughly in the order they happen), else by
   ``rowid IN`` the covering index's rowids, in ``sqlite_partitions`` rowid ranges that connectorx reads on
-  parallel connections, while the dependent tables are read on a second thread. :attr:`LegacyDay.source_row`
+  parallel connections, while the dependent tables are read on a second thread. Wrap-ups and custom attributes
+  are read by rowid from a join of those summary rows to their key index (:meth:`PureConnectResource.
+  sqlite_day_queries`), not by ``EXISTS`` per dependent row: the same rows in the same order, without a scan of
+  the whole dependent table and a random summary-row read per row. :attr:`LegacyDay.source_row`
   gives each row its position in the order SQLite's own plan returns them (the day's rows by start, then the
   neighbours' local-time rows by start, ties by rowid), so ``source_row`` in the quarantine (and so every output
   byte) does not depend on the access path.
@@ -373,16 +376,16 @@ class PureConnectResource(dg.ConfigurableResource):
                       f"WHERE rm.RecordingId = tm.RecordingId AND {recording_exists})",
         }
 
-    def sqlite_summary_queries(self, day: date, partitions: int | None = None) -> list[str]:
-        """SQLite: InteractionSummary's rows of ``day`` as rowid-ordered reads, one statement per rowid range.
+    def _sqlite_window_ranges(self, day: date, partitions: int) -> tuple[list[str], str] | None:
+        """SQLite: the rowid clauses (one per range) that cover the day's widened window and the one clause for
+        the whole span, or None when the window is empty.
 
-        Each statement returns the same rows as ``day_queries(day)["InteractionSummary"]`` restricted to its
-        range, plus ``_rowid`` and ``_in_day`` (see :func:`_restore_plan_order`). Runs one covering-index query
-        to find the window's rowid span; an empty window gives the plain day query.
+        One covering-index query finds the window's rowid span and count; a range is a plain ``rowid BETWEEN``
+        when the window's rows fill most of the span (a range scan reads fewer pages than a seek per row), else
+        ``rowid IN`` the covering index's rowids of that range.
         """
         if self.backend != SQLITE:
             raise PureConnectError("rowid partitions exist only for the sqlite backend")
-        parts = self.sqlite_partitions if partitions is None else partitions
         window = DayWindow.of(day, self.local_time_window_hours)
         lit = lambda v: timestamp_literal(v, SQLITE)  # noqa: E731
         widened = (f"StartDateTimeUTC >= {lit(window.local_start)} AND StartDateTimeUTC < {lit(window.local_end)}")
@@ -392,20 +395,63 @@ class PureConnectResource(dg.ConfigurableResource):
         assert isinstance(span, pl.DataFrame)
         lo, hi, rows = (int(v) for v in span.row(0))
         if rows == 0:
+            return None
+        dense = 2 * rows >= hi - lo + 1
+
+        def clause(a: int, b: int) -> str:
+            return (f"s.rowid BETWEEN {a} AND {b}" if dense else
+                    f"s.rowid IN (SELECT rowid FROM InteractionSummary WHERE {widened} AND rowid BETWEEN {a} AND {b})")
+
+        step = -(-(hi - lo + 1) // max(1, partitions))
+        return [clause(a, min(hi, a + step - 1)) for a in range(lo, hi + 1, step)], clause(lo, hi)
+
+    def sqlite_summary_queries(self, day: date, partitions: int | None = None) -> list[str]:
+        """SQLite: InteractionSummary's rows of ``day`` as rowid-ordered reads, one statement per rowid range.
+
+        Each statement returns the same rows as ``day_queries(day)["InteractionSummary"]`` restricted to its
+        range, plus ``_rowid`` and ``_in_day`` (see :func:`_plan_positions`). An empty window gives the plain
+        day query.
+        """
+        found = self._sqlite_window_ranges(day, self.sqlite_partitions if partitions is None else partitions)
+        return self._summary_statements(day, None if found is None else found[0])
+
+    def _summary_statements(self, day: date, ranges: list[str] | None) -> list[str]:
+        if ranges is None:
             return [self.day_queries(day)["InteractionSummary"]]
+        window = DayWindow.of(day, self.local_time_window_hours)
+        lit = lambda v: timestamp_literal(v, SQLITE)  # noqa: E731
         cols = ", ".join(f"s.{c}" for c in INTERACTION_SUMMARY_SCHEMA)
         in_day = f"(s.StartDateTimeUTC >= {lit(window.start)} AND s.StartDateTimeUTC < {lit(window.end)})"
         head = (f"SELECT {cols}, s.rowid AS {_ROWID}, {in_day} AS {_IN_DAY} FROM InteractionSummary s NOT INDEXED "
                 f"WHERE ")
-        dense = 2 * rows >= hi - lo + 1  # a rowid range scan reads fewer pages than a seek per row
-        step = -(-(hi - lo + 1) // max(1, parts))
-        statements = []
-        for a in range(lo, hi + 1, step):
-            b = min(hi, a + step - 1)
-            where = (f"s.rowid BETWEEN {a} AND {b}" if dense else
-                     f"s.rowid IN (SELECT rowid FROM InteractionSummary WHERE {widened} AND rowid BETWEEN {a} AND {b})")
-            statements.append(f"{head}{where} AND {window.predicate('s', SQLITE)}")
-        return statements
+        return [f"{head}{where} AND {window.predicate('s', SQLITE)}" for where in ranges]
+
+    def sqlite_day_queries(self, day: date, partitions: int | None = None) -> dict[str, str | list[str]]:
+        """SQLite: what :meth:`read_day` runs: :meth:`day_queries` with InteractionSummary in rowid ranges and
+        the keyed tables (wrap-ups, custom attributes) driven by those ranges.
+
+        ``day_queries`` tests each wrap-up row's key against InteractionSummary (``EXISTS``): a full scan of the
+        dependent table and, per row, an index seek plus a random read of the summary row for the window test.
+        Here the window's summary rows are scanned by rowid, joined to the dependent table's key index (which
+        covers the join, rowids included), and the matching rows are read by rowid: the same rows, in the same
+        (rowid) order, as ``day_queries`` returns.
+        """
+        found = self._sqlite_window_ranges(day, self.sqlite_partitions if partitions is None else partitions)
+        queries: dict[str, str | list[str]] = dict(self.day_queries(day))
+        queries["InteractionSummary"] = self._summary_statements(day, None if found is None else found[0])
+        if found is None:
+            return queries
+        window = DayWindow.of(day, self.local_time_window_hours).predicate("s", SQLITE)
+        in_window = found[1]
+        for table, alias, schema in (("InteractionWrapup", "w", WRAPUP_READ_SCHEMA),
+                                     ("InteractionCustomAttributes", "a", INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA)):
+            cols = ", ".join(f"{alias}.{c}" for c in schema)
+            keyed = (f"SELECT k.rowid FROM InteractionSummary s NOT INDEXED JOIN {table} k ON "
+                     f"k.InteractionIDKey = s.InteractionIDKey AND k.SiteID = s.SiteID AND k.SeqNo = s.SeqNo "
+                     f"WHERE {in_window} AND {window}")
+            queries[table] = (f"SELECT {cols} FROM {table} {alias} WHERE {alias}.rowid IN ({keyed}) "
+                              f"ORDER BY {alias}.rowid")
+        return queries
 
     def _read_table(self, name: str, sql: str | list[str]) -> tuple[pl.DataFrame, pl.Series | None]:
         table, positions = self._query(sql, name), None
@@ -417,9 +463,8 @@ class PureConnectResource(dg.ConfigurableResource):
         """The day's interactions and their wrap-ups, custom attributes, recordings and IR tags."""
         if not isinstance(day, date) or isinstance(day, datetime):
             raise TypeError("read_day needs a datetime.date")
-        queries: dict[str, str | list[str]] = dict(self.day_queries(day))
-        if self.backend == SQLITE:
-            queries["InteractionSummary"] = self.sqlite_summary_queries(day)
+        queries: dict[str, str | list[str]] = (self.sqlite_day_queries(day) if self.backend == SQLITE
+                                               else dict(self.day_queries(day)))
         # InteractionSummary on one thread (itself on parallel connections), the dependent tables on another:
         # connectorx and Polars release the GIL.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pureconnect") as pool:

@@ -94,3 +94,61 @@ def test_assign_day_numbers_rows_by_the_given_source_order() -> None:
     assert got["source_row"].to_list() == [2, 0, 1] and got["source_row"].dtype == pl.Int64
     with pytest.raises(ValueError, match="2 positions for 3 interactions"):
         li.assign_day(frame, day, None, pl.Series([0, 1]))
+
+
+def _dated_frame() -> pl.DataFrame:
+    from datetime import datetime
+
+    dt = pl.Datetime("us")
+    return pl.DataFrame({
+        "InteractionIDKey": ["A", "B", "C"], "SiteID": [1, 1, 1], "SeqNo": [0, 0, 0],
+        "StartDateTimeUTC": [datetime(2024, 3, 5, h) for h in (3, 1, 2)], "StartDTOffset": [0, None, 0],
+        "InitiatedDateTimeUTC": [datetime(2024, 3, 5, 0, 59, 58, 123000), None, datetime(2024, 3, 5, 1)],
+        "ConnectedDateTimeUTC": [None, datetime(2024, 3, 5, 1, 0, 5), datetime(2024, 3, 5, 2, 1)],
+        "TerminatedDateTimeUTC": [datetime(2024, 3, 5, 4), None, datetime(2024, 3, 5, 2, 30)],
+        "customer_hash": ["h1", None, "h3"], "remote_name_hash": [None, "n2", "n3"],
+    }, schema_overrides={c: dt for c in li._DATETIME_COLUMNS})
+
+
+def test_assign_day_derives_raw_text_and_utc_only_for_the_asked_columns() -> None:
+    from datetime import date
+
+    day, frame = date(2024, 3, 5), _dated_frame()
+    every = li.assign_day(frame, day, "America/New_York")
+    some = li.assign_day(frame, day, "America/New_York", derived=("TerminatedDateTimeUTC",))
+    for c in li._DATETIME_COLUMNS:
+        assert {f"raw_{c}", f"{c}_utc"} <= set(every.columns)
+        assert ({f"raw_{c}", f"{c}_utc"} <= set(some.columns)) == (c in ("StartDateTimeUTC", "TerminatedDateTimeUTC"))
+    assert some.equals(every.select(some.columns))  # the same rows and values, fewer columns
+
+
+def test_raw_json_renders_datetimes_not_derived_up_front_as_the_derived_text() -> None:
+    """normalise_day derives raw text for two datetime columns; the rejects' raw JSON must not change."""
+    from datetime import date
+
+    day, frame = date(2024, 3, 5), _dated_frame()
+    columns = [c for c in frame.columns if not c.endswith("_hash")] + ["RemoteID", "RemoteName"]
+    every = li.assign_day(frame, day, None)
+    some = li.assign_day(frame, day, None, derived=li._DERIVED_FOR_ALL)
+    raw = every.select(li._raw_json(every, columns).alias("raw"))["raw"]
+    assert some.select(li._raw_json(some, columns).alias("raw"))["raw"].equals(raw)
+    assert '"InitiatedDateTimeUTC":"2024-03-05 00:59:58.123"' in raw[0] and '"RemoteID_hmac":"h1"' in raw[0]
+
+
+def test_accepted_rows_come_sorted_by_start_then_id_with_only_the_columns_used() -> None:
+    import uuid
+    from datetime import UTC, datetime
+
+    legacy_ids = [f"1:K{i}:0" for i in range(6)]
+    starts = [datetime(2024, 3, 5, h, tzinfo=UTC) for h in (2, 1, 2, 1, 0, 2)]
+    frame = pl.DataFrame({
+        "x_legacy_id": legacy_ids, "start_time": starts, "InteractionIDKey": [f"K{i}" for i in range(6)],
+        "reason": [None, None, None, "missing_key", None, None], "RemoteName": ["n"] * 6, "_scratch": [1] * 6,
+    })
+    got = li._accepted_in_output_order(frame)
+    ids = {n: str(uuid.uuid5(li.INTERACTION_NAMESPACE, n)) for n in legacy_ids}
+    expected = sorted(((s, ids[n]) for n, s, r in zip(legacy_ids, starts, frame["reason"], strict=True) if r is None))
+    assert list(zip(got["start_time"], got["id"], strict=True)) == expected
+    assert dict(zip(got["id"], got["x_legacy_id"], strict=True)) == {ids[n]: n for n in got["x_legacy_id"]}
+    assert set(got.columns) == {"x_legacy_id", "start_time", "InteractionIDKey", "id"}
+    assert li._accepted_in_output_order(frame.filter(pl.col("reason").is_not_null())).height == 0

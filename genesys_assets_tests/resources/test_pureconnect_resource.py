@@ -109,6 +109,55 @@ def test_rowid_reads_are_sqlite_only_and_an_empty_window_reads_the_plain_query(
         resource.day_queries(date(2020, 1, 1))["InteractionSummary"]]
 
 
+@pytest.mark.parametrize("partitions", [1, 3])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_sqlite_keyed_tables_read_the_exists_querys_rows_in_its_order(site: PureConnectSite, tmp_path: Path,
+                                                                      partitions: int, sparse: bool) -> None:
+    """The rowid-driven join returns exactly the EXISTS queries' wrap-ups and custom attributes, in the same
+    order, once each, even when InteractionSummary holds the interaction twice (a join would repeat them)."""
+    uri = _copy_site(site, tmp_path)
+    with contextlib.closing(sqlite3.connect(uri.split("://", 1)[1])) as con, con:
+        doubled = con.execute(
+            "SELECT s.rowid FROM InteractionSummary s JOIN InteractionWrapup w ON w.InteractionIDKey = "
+            "s.InteractionIDKey AND w.SiteID = s.SiteID AND w.SeqNo = s.SeqNo JOIN InteractionCustomAttributes a ON "
+            "a.InteractionIDKey = s.InteractionIDKey AND a.SiteID = s.SiteID AND a.SeqNo = s.SeqNo WHERE "
+            "s.StartDTOffset IS NOT NULL AND substr(s.StartDateTimeUTC, 1, 10) = ? LIMIT 1", (str(DAY),)).fetchone()[0]
+        con.execute("INSERT INTO InteractionSummary SELECT * FROM InteractionSummary WHERE rowid = ?", (doubled,))
+        if sparse:
+            con.execute("UPDATE InteractionSummary SET rowid = rowid * 10 + 1000000")
+            con.execute("UPDATE InteractionSummary SET rowid = rowid - 1000000")
+    resource = PureConnectResource(uri=uri, sqlite_partitions=partitions)
+    fast, plain = resource.sqlite_day_queries(DAY), resource.day_queries(DAY)
+    assert fast["InteractionSummary"] == resource.sqlite_summary_queries(DAY)
+    assert {t: fast[t] for t in ("IR_RecordingMedia", "IR_Tag")} == {t: plain[t] for t in ("IR_RecordingMedia",
+                                                                                          "IR_Tag")}
+    for table in ("InteractionWrapup", "InteractionCustomAttributes"):
+        sql = fast[table]
+        assert isinstance(sql, str) and "EXISTS" not in sql and ".rowid IN (SELECT k.rowid" in sql
+        assert ("s.rowid IN (SELECT rowid" in sql) == sparse
+        got, want = pc.read_arrow(uri, sql), pc.read_arrow(uri, plain[table])
+        assert got.num_rows > N // 2 and got.equals(want)
+
+
+def test_sqlite_day_queries_are_sqlite_only_and_an_empty_window_reads_the_plain_queries(
+        resource: PureConnectResource, counted: list) -> None:
+    with pytest.raises(PureConnectError, match="only for the sqlite backend"):
+        PureConnectResource(uri="oracle://u:p@db:1521/ORCL").sqlite_day_queries(DAY)
+    assert counted == []  # refused before any query
+    empty = date(2020, 1, 1)
+    plain = resource.day_queries(empty)
+    assert resource.sqlite_day_queries(empty) == {**plain, "InteractionSummary": [plain["InteractionSummary"]]}
+    day = resource.read_day(empty)
+    assert day.interactions.height == day.wrapups.height == day.custom_attributes.height == 0
+
+
+def test_read_day_on_sqlite_runs_the_rowid_driven_queries(resource: PureConnectResource, counted: list) -> None:
+    resource.read_day(DAY)
+    expected = resource.sqlite_day_queries(DAY)
+    for table in ("InteractionWrapup", "InteractionCustomAttributes"):
+        assert expected[table] in counted
+
+
 def test_missing_sqlite_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(PureConnectError, match="does not exist"):
         PureConnectResource(uri=f"sqlite://{tmp_path}/nowhere.sqlite").read_day(DAY)
