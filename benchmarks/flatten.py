@@ -114,7 +114,8 @@ def measure_ours(conversations: int) -> tuple[dict[str, Any], Any]:
     pages = prepare_pages(conversations)
     with tempfile.TemporaryDirectory(prefix="bench-flatten-", dir=bench_home()) as tmp:
         log(f"flatten: ours on {conversations:,} conversations")
-        run = run_child("benchmarks.flatten:child_ours", {"pages": str(pages.path), "out": tmp})
+        run = run_child("benchmarks.flatten:child_ours", {"pages": str(pages.path), "out": tmp},
+                        inputs=(pages.path,))
     if run["rows"]["conversations"] != pages.day_conversations:
         raise AssertionError(f"ours wrote {run['rows']['conversations']} conversations, "
                              f"expected {pages.day_conversations}")
@@ -128,11 +129,13 @@ def scenario_flatten(scale: Scale) -> ScenarioResult:
                          scale.name, ours)
     with tempfile.TemporaryDirectory(prefix="bench-flatten-", dir=bench_home()) as tmp:
         log("flatten: baseline B (pyarrow.json parse only)")
-        b = _figures(run_child("benchmarks.flatten:child_parse_floor", {"pages": str(pages.path)}), pages)
+        b = _figures(run_child("benchmarks.flatten:child_parse_floor", {"pages": str(pages.path)},
+                               inputs=(pages.path,)), pages)
         res.baselines["B_parse_floor"] = b
         if n <= scale.baseline_a_max:
             log("flatten: baseline A (seed-style loop)")
-            a = _figures(run_child("benchmarks.flatten:child_seed", {"pages": str(pages.path), "out": tmp}), pages)
+            a = _figures(run_child("benchmarks.flatten:child_seed", {"pages": str(pages.path), "out": tmp},
+                                   inputs=(pages.path,)), pages)
             res.baselines["A_seed_loop"] = a
         else:
             a = None

@@ -129,9 +129,9 @@ def scenario_legacy(scale: Scale) -> ScenarioResult:
     args = {"site": str(root), "key": "bench-pii-hash-key-0123456789"}
     with tempfile.TemporaryDirectory(prefix="bench-legacy-", dir=bench_home()) as tmp:
         log(f"legacy: ours on {rows:,} rows")
-        ours = _figures(run_child("benchmarks.legacy:child_ours", {**args, "out": f"{tmp}/ours"}), rows)
+        ours = _figures(run_child("benchmarks.legacy:child_ours", {**args, "out": f"{tmp}/ours"}, inputs=(root,)), rows)
         log("legacy: baseline (seed-000-style row loop)")
-        base = _figures(run_child("benchmarks.legacy:child_seed", {**args, "out": f"{tmp}/seed"}), rows)
+        base = _figures(run_child("benchmarks.legacy:child_seed", {**args, "out": f"{tmp}/seed"}, inputs=(root,)), rows)
     res = ScenarioResult("legacy", f"4. Legacy normalisation: {rows:,} InteractionSummary rows -> canonical Parquet",
                          scale.name, ours, {"row_loop": base})
     speed = ratio(base["seconds"], ours["seconds"])

@@ -148,7 +148,7 @@ def scenario_recordings(scale: Scale) -> ScenarioResult:
         left_out = len(_files(root / "playable")) - len(as_is)
         log(f"recordings: ours (stage_all) over {len(as_is)} playable files")
         ours = _figures(run_child("benchmarks.recordings:child_stage",
-                                  {**creds, "folder": str(playable), "bucket": "bench-ours"}))
+                                  {**creds, "folder": str(playable), "bucket": "bench-ours"}, inputs=(playable,)))
         res.figures = {"upload": ours}
         res.notes.append(f"upload: the {len(as_is)} files the asset stages unchanged (PCM, mu-law, A-law; it "
                          f"transcoded {ours['transcoded']} of them); the {left_out} GSM 6.10 WAVs the sandbox files "
@@ -160,7 +160,7 @@ def scenario_recordings(scale: Scale) -> ScenarioResult:
             cmd = [aws, "--endpoint-url", s3.endpoint_url, "s3", "cp", "--recursive", "--only-show-errors",
                    str(playable), "s3://bench-aws/recordings/"]
             base = _figures(run_child("benchmarks.recordings:child_command", {
-                "commands": [cmd], "env": env, "files": len(as_is), "bytes": playable_bytes}))
+                "commands": [cmd], "env": env, "files": len(as_is), "bytes": playable_bytes}, inputs=(playable,)))
             res.baselines["aws_s3_cp"] = base
         else:
             base = None
@@ -168,7 +168,8 @@ def scenario_recordings(scale: Scale) -> ScenarioResult:
         log(f"recordings: ours transcoding {len(transcode_files)} files (PyAV in process)")
         tr_bytes = sum(p.stat().st_size for p in transcode_files)
         ours_tr = _figures(run_child("benchmarks.recordings:child_transcode",
-                                     {"folder": str(root / "transcode"), "out": f"{tmp}/ours"}))
+                                     {"folder": str(root / "transcode"), "out": f"{tmp}/ours"},
+                                     inputs=(root / "transcode",)))
         res.figures["transcode"] = ours_tr
         res.notes.append(f"ours transcode: {ours_tr['processes']} worker processes; RSS is the parent's, each worker "
                          f"peaked at {ours_tr['worker_peak_rss_mib']} MiB")
@@ -179,7 +180,7 @@ def scenario_recordings(scale: Scale) -> ScenarioResult:
             cmds = [[ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(p), "-ac", "1", "-c:a", "pcm_s16le",
                      "-fflags", "+bitexact", str(out / f"{p.stem}.wav")] for p in transcode_files]
             base_tr = _figures(run_child("benchmarks.recordings:child_command", {
-                "commands": cmds, "files": len(transcode_files), "bytes": tr_bytes}))
+                "commands": cmds, "files": len(transcode_files), "bytes": tr_bytes}, inputs=(root / "transcode",)))
             res.baselines["ffmpeg_per_file"] = base_tr
         else:
             base_tr = None

@@ -1,10 +1,11 @@
 """Customer numbers out of the raw landing zone: each details page is redacted before it is landed.
 
 The raw pages are the replayable record of a day, so they are kept as the API sent them except for personal
-data: every address field (ani, dnis, addresses, flow entry reasons and transfer targets) and every attribute
-value that looks like a phone number is replaced by its keyed hash, marked ``hmac:`` so flattening keeps it as
-the hash instead of hashing it again; phone-number runs in free text become ``[phone]``. Flattening always reads
-the redacted page, so a live run and a replay from the lake give the same rows.
+data: every address field (ani, dnis, addresses, remotes, callback numbers, e-mail recipients, flow entry reasons
+and transfer targets) and every attribute value or display name that looks like a phone number is replaced by
+its keyed hash, marked ``hmac:`` so flattening keeps it as the hash instead of hashing it again; phone-number
+runs in free text become ``[phone]``. Flattening always reads the redacted page, so a live run and a replay from
+the lake give the same rows.
 
 The rules apply by key name at any depth (flow keys only in an object under ``flow``), so unexpected nesting
 is still redacted. Why two walks: visiting all ~150,000 nodes of a 1,000-conversation page one by one in Python
@@ -35,13 +36,17 @@ from genesys_assets.lib.pii import (
 )
 
 ADDRESS_KEYS = frozenset({"ani", "dnis", "sessionDnis", "addressFrom", "addressTo", "addressOther", "addressSelf",
-                          "calleeAddress", "callerAddress"})
+                          "calleeAddress", "callerAddress", "remote", "screenShareAddressSelf", "videoAddressSelf"})
+# AnalyticsSession keys holding a list of addresses (callback numbers, e-mail recipients): each string hashed.
+ADDRESS_LIST_KEYS = frozenset({"callbackNumbers", "destinationAddresses", "cc", "bcc"})
+# Display names the API fills from the caller: hashed when they are just the number, as participantName is.
+NAME_KEYS = frozenset({"participantName", "remoteNameDisplayable", "callbackUserName"})
 FLOW_ADDRESS_KEYS = frozenset({"entryReason", "transferTargetAddress", "exitReason"})
 TEXT_KEYS = frozenset({"wrapUpNote", "subject"})
 _PHONE_IN_TEXT_RE = re.compile(PHONE_IN_TEXT)
 
 # Keys whose value the rule may rewrite; in a flow object the flow address keys too.
-_REWRITTEN = ADDRESS_KEYS | TEXT_KEYS | {"participantName", "attributes"}
+_REWRITTEN = ADDRESS_KEYS | ADDRESS_LIST_KEYS | TEXT_KEYS | NAME_KEYS | {"attributes"}
 _FLOW_REWRITTEN = _REWRITTEN | FLOW_ADDRESS_KEYS
 # Keys whose nested objects/lists are not walked into: addresses are hashed only when they are strings,
 # attributes one level deep.
@@ -173,9 +178,11 @@ class _PageRedactor:
             holders, values = list(compress(hits, values)), list(compress(values, values))
             if key in ADDRESS_KEYS or (flow and key in FLOW_ADDRESS_KEYS):
                 self._replace(holders, values, key, self._addresses, self._address)
+            elif key in ADDRESS_LIST_KEYS:
+                self._address_lists([v for v in values if type(v) is list])
             elif key == "attributes":
                 self._attributes([a for a in values if type(a) is dict])
-            elif key == "participantName":  # a customer's participant name is often just the number
+            elif key in NAME_KEYS:  # a customer's participant name is often just the number
                 self._replace(holders, values, key, self._names, self._name)
             else:
                 self._replace(holders, values, key, self._texts, self._text)
@@ -194,6 +201,11 @@ class _PageRedactor:
             return
         for holder, out in zip(holders, map(seen.get, values, values), strict=True):
             holder[key] = out
+
+    def _address_lists(self, lists: list[list[Any]]) -> None:
+        """Each non-empty string item hashed in place; other items (objects are walked on their own) stay."""
+        for items in lists:
+            items[:] = [self._address(v) if type(v) is str and v else v for v in items]
 
     def _attributes(self, attributes: list[dict[str, Any]]) -> None:
         """Phone-looking string values of attribute objects hashed; nested values are not looked into."""

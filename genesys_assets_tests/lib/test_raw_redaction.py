@@ -45,7 +45,10 @@ PAGE = {
 # -- the reference: the generic walk as it was before the fast path (only the pii names qualified) ------------
 
 _REF_ADDRESS_KEYS = frozenset({"ani", "dnis", "sessionDnis", "addressFrom", "addressTo", "addressOther",
-                               "addressSelf", "calleeAddress", "callerAddress"})
+                               "addressSelf", "calleeAddress", "callerAddress", "remote", "screenShareAddressSelf",
+                               "videoAddressSelf"})
+_REF_ADDRESS_LIST_KEYS = frozenset({"callbackNumbers", "destinationAddresses", "cc", "bcc"})
+_REF_NAME_KEYS = frozenset({"participantName", "remoteNameDisplayable", "callbackUserName"})
 _REF_FLOW_ADDRESS_KEYS = frozenset({"entryReason", "transferTargetAddress", "exitReason"})
 _REF_TEXT_KEYS = frozenset({"wrapUpNote", "subject"})
 _REF_PHONE_IN_TEXT_RE = re.compile(pii.PHONE_IN_TEXT)
@@ -68,9 +71,12 @@ def _ref_redact(node: Any, hasher: AddressHasher, key: str | None = None) -> Any
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
-            if k in _REF_ADDRESS_KEYS or (key == "flow" and k in _REF_FLOW_ADDRESS_KEYS):  # noqa: SIM114
+            if k in _REF_ADDRESS_KEYS or (key == "flow" and k in _REF_FLOW_ADDRESS_KEYS):
                 out[k] = _ref_hashed(v, hasher)
-            elif k == "participantName" and isinstance(v, str) and pii.PHONE_VALUE.match(v):
+            elif k in _REF_ADDRESS_LIST_KEYS and isinstance(v, list):
+                out[k] = [_ref_hashed(item, hasher) if isinstance(item, str) else _ref_redact(item, hasher, k)
+                          for item in v]
+            elif k in _REF_NAME_KEYS and isinstance(v, str) and pii.PHONE_VALUE.match(v):
                 out[k] = _ref_hashed(v, hasher)
             elif k in _REF_TEXT_KEYS and isinstance(v, str):
                 out[k] = _REF_PHONE_IN_TEXT_RE.sub(pii.PHONE_REDACTED, v)
@@ -170,6 +176,27 @@ def test_each_address_key_is_hashed_in_a_session(key: str) -> None:
     assert b"555-0199" not in redacted
     assert session_of(orjson.loads(redacted))[key] == HASHED_PREFIX + AddressHasher(KEY).hash(
         "sip:+1 (317) 555-0199@carrier.example")
+
+
+@pytest.mark.parametrize("key", sorted(raw_redaction.ADDRESS_LIST_KEYS))
+def test_each_item_of_an_address_list_is_hashed(key: str) -> None:
+    page = orjson.loads(orjson.dumps(PAGE))
+    session_of(page)[key] = ["+1 317 555 0199", "", "tel:+13175550188"]
+    redacted = assert_same_as_reference(page, fast=True)
+    assert b"555 0199" not in redacted and b"5550188" not in redacted
+    hasher = AddressHasher(KEY)
+    assert session_of(orjson.loads(redacted))[key] == [
+        HASHED_PREFIX + hasher.hash("+1 317 555 0199"), "", HASHED_PREFIX + hasher.hash("tel:+13175550188")]
+
+
+@pytest.mark.parametrize("key", sorted(raw_redaction.NAME_KEYS - {"participantName"}))
+def test_callback_display_names_are_hashed_when_they_are_numbers(key: str) -> None:
+    page = orjson.loads(orjson.dumps(PAGE))
+    session_of(page)[key] = "+1 317 555 0199"
+    session = session_of(orjson.loads(assert_same_as_reference(page, fast=True)))
+    assert session[key] == HASHED_PREFIX + AddressHasher(KEY).hash("+1 317 555 0199")
+    session_of(page)[key] = "Jane Doe"
+    assert session_of(orjson.loads(assert_same_as_reference(page, fast=True)))[key] == "Jane Doe"
 
 
 @pytest.mark.parametrize("key", sorted(raw_redaction.FLOW_ADDRESS_KEYS))
@@ -307,6 +334,11 @@ def test_every_sdk_field_is_on_the_fast_path_and_redacted_like_the_reference(con
     for key in raw_redaction.FLOW_ADDRESS_KEYS:
         assert session["flow"][key].startswith(HASHED_PREFIX)
     assert participant["participantName"].startswith(HASHED_PREFIX)
+    for key in raw_redaction.ADDRESS_LIST_KEYS & session.keys():  # callback numbers, e-mail recipients
+        assert session[key] and all(v.startswith(HASHED_PREFIX) for v in session[key]), key
+    for key in raw_redaction.NAME_KEYS & session.keys():
+        assert session[key].startswith(HASHED_PREFIX), key
+    assert {"callbackNumbers", "remote", "callbackUserName"} <= session.keys()  # the SDK still has them
     assert session["segments"][0]["wrapUpNote"] == session["segments"][0]["subject"] == "tel:[phone]"
     if "attributes" in participant:
         assert participant["attributes"]["callback"].startswith(HASHED_PREFIX)
