@@ -457,7 +457,10 @@ class PureConnectResource(dg.ConfigurableResource):
         table, positions = self._query(sql, name), None
         if _ROWID in table.column_names:
             table, positions = _plan_positions(table)
-        return _normalise(table, _TABLE_SCHEMAS[name], flag_unparseable=name == "InteractionSummary"), positions
+        frame = _normalise(table, _TABLE_SCHEMAS[name], flag_unparseable=name == "InteractionSummary")
+        # One chunk per column: partitioned reads arrive as several record batches, and Polars 2.1 was seen to
+        # panic ("assertion failed: i < self.len()") formatting columns chunked differently from one another.
+        return frame.rechunk(), positions
 
     def read_day(self, day: date) -> LegacyDay:
         """The day's interactions and their wrap-ups, custom attributes, recordings and IR tags."""
