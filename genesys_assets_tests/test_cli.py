@@ -55,8 +55,10 @@ def test_days_are_inclusive_and_ordered() -> None:
 
 def test_sandbox_serves_until_interrupted_and_cleans_up(tmp_path: Path) -> None:
     home = tmp_path / "home"
+    # Output to a file, not an unread pipe: a full pipe would block the sandbox's shutdown logging forever.
+    log = (tmp_path / "sandbox.log").open("w+")
     process = subprocess.Popen(_command("sandbox", "--start", "2026-11-02", "--end", "2026-11-02", *SMALL),
-                               env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               env=_env(home), stdout=log, stderr=subprocess.STDOUT, text=True)
     endpoints_file = home / "sandbox" / "endpoints.json"
     try:
         _wait_for(endpoints_file, process, 120)
@@ -70,7 +72,9 @@ def test_sandbox_serves_until_interrupted_and_cleans_up(tmp_path: Path) -> None:
         assert Path(endpoints["pureconnect_uri"].removeprefix("sqlite://")).is_file()
     finally:
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 0
+        code = process.wait(timeout=60)
+        log.seek(0)
+        assert code == 0, log.read()
     assert not endpoints_file.exists()  # a stale file must never point at servers that are gone
 
 
