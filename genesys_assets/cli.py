@@ -64,6 +64,9 @@ def prepare_dagster_home() -> Path:
 def _wait_for_interrupt() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C must stop us even when started from a shell's background job, which starts us with SIGINT ignored
+    # (Python then installs no handler, and the interrupt would be lost).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with suppress(KeyboardInterrupt):
         stop.wait()
 
