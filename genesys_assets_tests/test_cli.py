@@ -53,12 +53,19 @@ def test_days_are_inclusive_and_ordered() -> None:
         build_parser().parse_args(["demo", "--start", "02/11/2026"])
 
 
-def test_sandbox_serves_until_interrupted_and_cleans_up(tmp_path: Path) -> None:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_sandbox_serves_until_interrupted_and_cleans_up(tmp_path: Path, sigint: str) -> None:
+    """Ctrl-C stops it, also when started with SIGINT ignored (as a shell starts a background job)."""
     home = tmp_path / "home"
     # Output to a file, not an unread pipe: a full pipe would block the sandbox's shutdown logging forever.
     log = (tmp_path / "sandbox.log").open("w+")
     process = subprocess.Popen(_command("sandbox", "--start", "2026-11-02", "--end", "2026-11-02", *SMALL),
-                               env=_env(home), stdout=log, stderr=subprocess.STDOUT, text=True)
+                               env=_env(home), stdout=log, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=_ignore_sigint if sigint == "ignored" else None)
     endpoints_file = home / "sandbox" / "endpoints.json"
     try:
         _wait_for(endpoints_file, process, 120)

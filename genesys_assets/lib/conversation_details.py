@@ -61,13 +61,9 @@ from genesys_assets.lib.pii import (
 )
 from genesys_assets.lib.schemas import (
     CONVERSATION_STRUCT,
-    CONVERSATIONS_SCHEMA,
     METRICS,
     PAGE_SCHEMA,
-    PARTICIPANTS_SCHEMA,
     SCHEMA_VERSION,
-    SEGMENTS_SCHEMA,
-    SESSIONS_SCHEMA,
     TABLE_SCHEMAS,
     WRAPUP_FACTS_SCHEMA,
     WRAPUP_LABELS_SCHEMA,
@@ -626,6 +622,14 @@ def _select_versions(conversations: pl.LazyFrame) -> pl.LazyFrame:
             .select("_seq"))
 
 
+_VERSION_KEY = ("conversation_id", "conversation_end", "segment_count", "_seq")
+
+
+def _keep_versions(frames: dict[str, pl.DataFrame], winners: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Each frame's rows of the surviving versions (``winners``' ``_seq``), in order."""
+    return {name: df.join(winners, on="_seq", how="semi", maintain_order="left") for name, df in frames.items()}
+
+
 # ------------------------------------------------------------------------------------- Arrow conversion
 
 def _to_arrow_array(col: pa.ChunkedArray | pa.Array, typ: pa.DataType) -> pa.Array:
@@ -675,24 +679,15 @@ def _encode_dictionaries(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _finish_frames(fr: _Frames, *, dedup: bool = True) -> tuple[FlatTables, pl.DataFrame]:
-    conv = fr.conversations
-    n_before = conv.height
-    keep = _select_versions(conv.lazy()).collect() if dedup else conv.select("_seq")
-
-    def pick(df: pl.DataFrame) -> pl.DataFrame:
-        return df.join(keep, on="_seq", how="semi", maintain_order="left")
-
-    conv_k, parts_k, sess_k, segs_k = pick(conv), pick(fr.participants), pick(fr.sessions), pick(fr.segments)
-    flat = FlatTables(
-        conversations=_to_schema(conv_k, CONVERSATIONS_SCHEMA),
-        participants=_to_schema(parts_k, PARTICIPANTS_SCHEMA),
-        sessions=_to_schema(sess_k, SESSIONS_SCHEMA),
-        segments=_to_schema(segs_k, SEGMENTS_SCHEMA),
+def _finish_frames(fr: _Frames) -> FlatTables:
+    winners = _select_versions(fr.conversations.lazy()).collect()
+    kept = _keep_versions({"conversations": fr.conversations, "participants": fr.participants,
+                           "sessions": fr.sessions, "segments": fr.segments}, winners)
+    return FlatTables(
+        **{name: _to_schema(df, TABLE_SCHEMAS[name]) for name, df in kept.items()},
         conversations_in=fr.conversations_in, dropped_neighbours=fr.dropped_neighbours,
-        duplicate_conversations=n_before - conv_k.height, duplicate_segments=fr.duplicate_segments,
+        duplicate_conversations=fr.conversations.height - winners.height, duplicate_segments=fr.duplicate_segments,
     )
-    return flat, keep
 
 
 def flatten(conversations: pa.Table | pl.DataFrame | Iterable[pa.Table], day: date,
@@ -706,7 +701,7 @@ def flatten(conversations: pa.Table | pl.DataFrame | Iterable[pa.Table], day: da
         tables = [t.replace_schema_metadata(None) for t in conversations]
         conversations = pa.concat_tables(tables) if tables else PARSED_CONVERSATION_SCHEMA.empty_table()
     frames = _flatten_frames(conversations, day, as_hasher(hmac_key))
-    return _finish_frames(frames)[0]
+    return _finish_frames(frames)
 
 
 # ============================================================================================ wrap-up facts
@@ -925,13 +920,6 @@ class DayResult:
     @property
     def conversations(self) -> int:
         return self.rows.get("conversations", 0)
-
-
-_VERSION_KEY = ("conversation_id", "conversation_end", "segment_count", "_seq")
-
-
-def _keep_versions(frames: dict[str, pl.DataFrame], winners: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    return {name: df.join(winners, on="_seq", how="semi", maintain_order="left") for name, df in frames.items()}
 
 
 class DayFlattener:
