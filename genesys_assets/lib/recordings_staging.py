@@ -49,6 +49,7 @@ from urllib.parse import urlencode
 import av
 import polars as pl
 
+from genesys_assets.lib.legacy_interactions import partition_prefix
 from genesys_assets.resources.genesys_cloud_client import RateLimiter
 from genesys_assets.sandbox.recordings import resolve_media_uri
 
@@ -75,6 +76,7 @@ DECODE_SLOTS = threading.BoundedSemaphore(cpu_cores())
 PASSTHROUGH_CODECS = frozenset({"pcm_s16le", "pcm_mulaw", "pcm_alaw", "mp3", "mp3float"})
 # WAV (format tag, bits per sample) whose every data byte is a sample: the header gives the exact duration.
 HEADER_TIMED_CODECS = {(1, 16): "pcm_s16le", (6, 8): "pcm_alaw", (7, 8): "pcm_mulaw"}
+SAMPLE_FORMAT_TAGS = frozenset(tag for tag, _ in HEADER_TIMED_CODECS)  # PCM, A-law, mu-law: block = sample
 CONTENT_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
 RETENTION_TAGS = {"Retention-7Y": ("retention", "7y"), "Legal-Hold": ("legal-hold", "true")}
 DEFAULT_RETENTION = ("retention", "2y")
@@ -198,7 +200,7 @@ def read_wav_layout(handle: BinaryIO, size: int, max_chunks: int = 64) -> WavLay
             tag, channels, rate, byte_rate, align, bits = fmt
             if not channels or not rate or not align or not byte_rate:
                 return None
-            if tag in (1, 6, 7) and (align != channels * bits // 8 or byte_rate != rate * align):
+            if tag in SAMPLE_FORMAT_TAGS and (align != channels * bits // 8 or byte_rate != rate * align):
                 return None
             return WavLayout(tag, channels, rate, byte_rate, align, bits, pos + 8,
                              None if length in (0, 0xFFFFFFFF) else length)
@@ -222,16 +224,23 @@ def wav_header_duration(path: Path, layout: WavLayout, size: int, settings: Stag
     return held_ms
 
 
-def stream_codec(path: Path) -> tuple[str, int]:
-    """(codec, sample rate) as FFmpeg's demuxer sees the file, without decoding it."""
+@contextmanager
+def open_audio(path: Path, options: dict[str, str] | None = None) -> Iterator[tuple[Any, Any]]:
+    """(container, first audio stream) of ``path``; any FFmpeg error, opening or inside the block (decoding,
+    writing), becomes an UNDECODABLE :class:`RecordingProblem`."""
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path), options=options) as container:
             if not container.streams.audio:
                 raise RecordingProblem(UNDECODABLE, "no audio stream")
-            context = container.streams.audio[0].codec_context
-            return context.name, context.sample_rate or 8000
+            yield container, container.streams.audio[0]
     except av.FFmpegError as exc:
         raise RecordingProblem(UNDECODABLE, f"{type(exc).__name__}: {exc}") from None
+
+
+def stream_codec(path: Path) -> tuple[str, int]:
+    """(codec, sample rate) as FFmpeg's demuxer sees the file, without decoding it."""
+    with open_audio(path) as (_, stream):
+        return stream.codec_context.name, stream.codec_context.sample_rate or 8000
 
 
 def inspect(path: Path, settings: StagingSettings) -> Inspection:
@@ -276,26 +285,23 @@ def check_duration(path: Path, duration_ms: int, db_duration_ms: int | None, set
 
 def decode_stats(path: Path) -> tuple[str, int, int]:
     """(codec, sample rate, decoded duration ms), decoding frame by frame."""
-    try:
-        with DECODE_SLOTS, av.open(str(path), options=DEMUX_OPTIONS) as container:
-            if not container.streams.audio:
-                raise RecordingProblem(UNDECODABLE, "no audio stream")
-            stream = container.streams.audio[0]
-            samples = 0
-            for frame in container.decode(stream):
-                samples += frame.samples
-            rate = stream.codec_context.sample_rate or 8000
-            return stream.codec_context.name, rate, round(samples * 1000 / rate)
-    except av.FFmpegError as exc:
-        raise RecordingProblem(UNDECODABLE, f"{type(exc).__name__}: {exc}") from None
+    with DECODE_SLOTS, open_audio(path, DEMUX_OPTIONS) as (container, stream):
+        samples = 0
+        for frame in container.decode(stream):
+            samples += frame.samples
+        rate = stream.codec_context.sample_rate or 8000
+        return stream.codec_context.name, rate, round(samples * 1000 / rate)
+
+
+def audio_duration(path: Path, found: Inspection) -> int:
+    """The duration in ms: the header's where it can be trusted, else by decoding the file."""
+    return found.header_duration_ms if found.header_duration_ms is not None else decode_stats(path)[2]
 
 
 def probe(path: Path, db_duration_ms: int | None, settings: StagingSettings) -> Probe:
     """Check a recording file; raises :class:`RecordingProblem` with the quarantine reason."""
     found = inspect(path, settings)
-    duration = found.header_duration_ms
-    if duration is None:
-        _, _, duration = decode_stats(path)
+    duration = audio_duration(path, found)
     check_duration(path, duration, db_duration_ms, settings)
     return Probe(found.container, found.codec, found.sample_rate, duration)
 
@@ -344,41 +350,35 @@ def transcode_to_pcm_wav(source: Path, target: Path) -> int:
     Frames go through a FIFO and are converted, encoded and muxed ``TRANSCODE_BLOCK_SAMPLES`` at a time: the
     conversion is per sample and the WAV muxer writes what it is given, so the bytes equal a frame-by-frame run.
     """
-    try:
-        with DECODE_SLOTS, av.open(str(source), options=DEMUX_OPTIONS) as inp:
-            if not inp.streams.audio:
-                raise RecordingProblem(UNDECODABLE, "no audio stream")
-            stream = inp.streams.audio[0]
-            rate = stream.codec_context.sample_rate or 8000
-            resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
-            fifo = av.AudioFifo()
-            with av.open(str(target), "w", format="wav", options={"fflags": "+bitexact"}) as out:
-                ostream = out.add_stream("pcm_s16le", rate=rate, layout="mono")
+    with DECODE_SLOTS, open_audio(source, DEMUX_OPTIONS) as (inp, stream):
+        rate = stream.codec_context.sample_rate or 8000
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+        fifo = av.AudioFifo()
+        with av.open(str(target), "w", format="wav", options={"fflags": "+bitexact"}) as out:
+            ostream = out.add_stream("pcm_s16le", rate=rate, layout="mono")
 
-                def write(frame: av.AudioFrame | None) -> None:
-                    for converted in resampler.resample(frame):
-                        for packet in ostream.encode(converted):
-                            out.mux(packet)
+            def write(frame: av.AudioFrame | None) -> None:
+                for converted in resampler.resample(frame):
+                    for packet in ostream.encode(converted):
+                        out.mux(packet)
 
-                if stream.codec_context.name == "amrnb" and stream.codec_context.channels == 1:
-                    context = stream.codec_context
-                    frames: Iterable[av.AudioFrame] = (
-                        frame for packet in chain(amr_nb_packets(source), [None]) for frame in context.decode(packet))
-                else:
-                    frames = inp.decode(stream)
-                for frame in frames:
-                    frame.pts = None
-                    fifo.write(frame)
-                    if fifo.samples >= TRANSCODE_BLOCK_SAMPLES:
-                        write(fifo.read(TRANSCODE_BLOCK_SAMPLES))
-                if fifo.samples:
-                    write(fifo.read())
-                write(None)
-                for packet in ostream.encode(None):
-                    out.mux(packet)
-            return round(fifo.samples_written * 1000 / rate)
-    except av.FFmpegError as exc:
-        raise RecordingProblem(UNDECODABLE, f"{type(exc).__name__}: {exc}") from None
+            if stream.codec_context.name == "amrnb" and stream.codec_context.channels == 1:
+                context = stream.codec_context
+                frames: Iterable[av.AudioFrame] = (
+                    frame for packet in chain(amr_nb_packets(source), [None]) for frame in context.decode(packet))
+            else:
+                frames = inp.decode(stream)
+            for frame in frames:
+                frame.pts = None
+                fifo.write(frame)
+                if fifo.samples >= TRANSCODE_BLOCK_SAMPLES:
+                    write(fifo.read(TRANSCODE_BLOCK_SAMPLES))
+            if fifo.samples:
+                write(fifo.read())
+            write(None)
+            for packet in ostream.encode(None):
+                out.mux(packet)
+        return round(fifo.samples_written * 1000 / rate)
 
 
 def _peak_rss_kib() -> int:
@@ -485,7 +485,7 @@ def tags_for(ir_tags: Iterable[str] | None, recording_id: str) -> str:
 
 def day_prefix(day: date) -> str:
     """The Hive-style folder of a day's recordings in the staging bucket."""
-    return f"recordings/year={day:%Y}/month={day:%m}/day={day:%d}/"
+    return f"{partition_prefix('recordings', day)}/"
 
 
 def _head_matches(head: dict, size: int, etag: str, content_type: str) -> str | None:
@@ -571,14 +571,13 @@ class StagingRun:
 
 
 def upload(s3: Any, path: Path, bucket: str, key: str, extra: dict[str, Any], settings: StagingSettings,
-           sha256_hex: str | None = None) -> None:
-    """Stream ``path`` to S3: one PUT below the threshold (with the SHA-256 for S3 to check, when given), else a
-    multipart upload one part at a time."""
-    size = path.stat().st_size
+           size: int, sha256_hex: str) -> None:
+    """Stream ``path`` (``size`` bytes) to S3: one PUT below the threshold, with the SHA-256 for S3 to check,
+    else a multipart upload one part at a time."""
     if size < settings.multipart_threshold:
-        checksum = {"ChecksumSHA256": base64.b64encode(bytes.fromhex(sha256_hex)).decode()} if sha256_hex else {}
+        checksum = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
         with open(path, "rb") as handle:
-            s3.put_object(Bucket=bucket, Key=key, Body=handle, **extra, **checksum)
+            s3.put_object(Bucket=bucket, Key=key, Body=handle, ChecksumSHA256=checksum, **extra)
         return
     from boto3.s3.transfer import TransferConfig
 
@@ -620,10 +619,8 @@ def stage_recording(s3: Any, link: dict[str, Any], day: date, settings: StagingS
                 else:
                     duration = transcode_to_pcm_wav(source, upload_path)
                 row["transcoded"] = True
-            elif found.header_duration_ms is not None:
-                duration = found.header_duration_ms
             else:
-                _, _, duration = decode_stats(source)
+                duration = audio_duration(source, found)
             check_duration(source, duration, link.get("db_duration_ms"), settings)
             row.update(container_in=found.container, codec_in=found.codec, duration_ms=duration)
             sha, size, etag = digests(upload_path, settings.multipart_threshold, settings.multipart_chunksize)
@@ -640,7 +637,7 @@ def stage_recording(s3: Any, link: dict[str, Any], day: date, settings: StagingS
             else:
                 extra = {"ContentType": content_type, "ServerSideEncryption": "AES256", "Tagging": tags,
                          "Metadata": {"sha256": sha, "legacy-recording-id": link["recording_id"]}}
-                upload(s3, upload_path, settings.bucket, key, extra, settings, sha256_hex=sha)
+                upload(s3, upload_path, settings.bucket, key, extra, settings, size, sha)
                 result.uploaded = True
                 result.verify_attempts = verify_upload(s3, settings.bucket, key, size, etag, content_type,
                                                        settings)

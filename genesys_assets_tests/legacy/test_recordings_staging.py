@@ -21,7 +21,7 @@ from typing import Any
 
 import av
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionClosedError
 
 from genesys_assets.lib import recordings_staging as rs
 from genesys_assets.sandbox.recordings import RecordingKind, extension, write_recording
@@ -196,6 +196,8 @@ def test_a_wav_shorter_than_its_header_is_truncated_even_without_a_database_dura
         with pytest.raises(rs.RecordingProblem) as problem:
             rs.probe(path, None, SETTINGS)
         assert problem.value.reason == rs.TRUNCATED and "header declares" in problem.value.detail
+        row = rs.stage_recording(None, _link(path, None, kind.value), DAY, SETTINGS).row  # never reaches S3
+        assert (row["status"], row["reason"], row["key"]) == (rs.QUARANTINED, rs.TRUNCATED, None)
 
 
 def test_a_header_short_by_less_than_the_tolerance_or_left_open_is_timed_by_the_file(tmp_path: Path) -> None:
@@ -339,6 +341,47 @@ def test_without_list_permission_each_recording_heads_its_key(s3: Any, tmp_path:
 def test_a_listing_that_fails_otherwise_fails_the_run(s3: Any, tmp_path: Path) -> None:
     with pytest.raises(ClientError):
         rs.stage_all(NoListing(s3, code="NoSuchBucket"), _links(tmp_path, 1), date(2026, 1, 5), SETTINGS)
+
+
+class PagedListing:
+    """``list_objects_v2`` answering in pages of ``page`` keys, recording each call's arguments."""
+
+    def __init__(self, keys: list[str], page: int) -> None:
+        self.keys, self.page, self.calls = keys, page, []
+
+    def list_objects_v2(self, **kw: Any) -> dict:
+        self.calls.append(kw)
+        start = int(kw.get("ContinuationToken", 0))
+        chunk = self.keys[start:start + self.page]
+        more = start + self.page < len(self.keys)
+        return {"Contents": [{"Key": k, "Size": i, "ETag": f'"e{i}"'} for i, k in enumerate(chunk, start)],
+                "IsTruncated": more, **({"NextContinuationToken": str(start + self.page)} if more else {})}
+
+
+def test_a_listing_follows_its_continuation_tokens() -> None:
+    keys = [f"p/{i}.wav" for i in range(5)]
+    client = PagedListing(keys, page=2)
+    assert rs.list_present(client, "b", "p/") == {k: (i, f"e{i}") for i, k in enumerate(keys)}
+    assert [c.get("ContinuationToken") for c in client.calls] == [None, "2", "4"]
+    assert all((c["Bucket"], c["Prefix"]) == ("b", "p/") for c in client.calls)
+
+
+def test_a_retried_request_takes_a_slot_and_is_counted(s3: Any, tmp_path: Path) -> None:
+    attempts: list[str] = []
+
+    def drop_first_put(request: Any, **_: Any) -> None:  # after the pacing hook: registered last, same event
+        if request.method == "PUT":
+            attempts.append(request.url)
+            if len(attempts) == 1:
+                raise ConnectionClosedError(endpoint_url=request.url)  # retryable: botocore sends it again
+
+    s3.meta.events.register_last("before-send.s3", drop_first_put)
+    try:
+        manifest, run = rs.stage_all(s3, _links(tmp_path, 1), date(2026, 1, 9), SETTINGS)
+    finally:
+        s3.meta.events.unregister("before-send.s3", drop_first_put)
+    assert manifest["status"].to_list() == [rs.STAGED] and len(attempts) == 2
+    assert run.requests == 1 + 2 + 1  # LIST, the dropped PUT and its retry, HEAD
 
 
 def test_every_request_takes_a_slot_of_the_shared_rate_limit(s3: Any, tmp_path: Path) -> None:
