@@ -193,12 +193,33 @@ class DayWindow:
         pad = timedelta(hours=local_hours)
         return cls(day, start, end, start - pad, end + pad)
 
+    def in_day(self, col: str, backend: str) -> str:
+        """``col`` within the UTC day (half-open)."""
+        return _half_open(col, self.start, self.end, backend)
+
+    def in_widened(self, col: str, backend: str) -> str:
+        """``col`` within the widened window (half-open)."""
+        return _half_open(col, self.local_start, self.local_end, backend)
+
     def predicate(self, alias: str, backend: str) -> str:
         """Rows of the day, plus local-time-only rows (StartDTOffset NULL) in the widened window."""
-        lit = lambda v: timestamp_literal(v, backend)  # noqa: E731
         col = f"{alias}.StartDateTimeUTC"
-        return (f"(({col} >= {lit(self.start)} AND {col} < {lit(self.end)}) OR ({alias}.StartDTOffset IS NULL "
-                f"AND {col} >= {lit(self.local_start)} AND {col} < {lit(self.local_end)}))")
+        return (f"(({self.in_day(col, backend)}) OR ({alias}.StartDTOffset IS NULL "
+                f"AND {self.in_widened(col, backend)}))")
+
+
+def _half_open(col: str, lo: datetime, hi: datetime, backend: str) -> str:
+    return f"{col} >= {timestamp_literal(lo, backend)} AND {col} < {timestamp_literal(hi, backend)}"
+
+
+def _columns(schema: dict[str, pl.DataType], alias: str) -> str:
+    """The select list of ``schema``'s columns on table ``alias``."""
+    return ", ".join(f"{alias}.{c}" for c in schema)
+
+
+def _key_join(left: str, right: str) -> str:
+    """``left`` and ``right`` hold the same interaction: InteractionSummary's key (SiteID, SeqNo included)."""
+    return " AND ".join(f"{left}.{c} = {right}.{c}" for c in ("InteractionIDKey", "SiteID", "SeqNo"))
 
 
 @dataclass(frozen=True)
@@ -216,7 +237,7 @@ class LegacyDay:
     custom_attributes: pl.DataFrame
     recordings: pl.DataFrame
     tags: pl.DataFrame
-    queries: tuple[str, ...]  # the SQL that ran, one per table, for metadata and tests
+    queries: tuple[str, ...]  # the SQL that ran (every statement of a partitioned read), for metadata and tests
     # Each ``interactions`` row's position in the source's order (SQLite reads rowid ranges, not in that order);
     # None: the frame's own order.
     source_row: pl.Series | None = None
@@ -235,7 +256,10 @@ def _normalise(table: pa.Table, schema: dict[str, pl.DataType], *, flag_unparsea
     """
     if table.num_columns == 0:
         return pl.DataFrame(schema=schema)
-    frame = pl.from_arrow(table)
+    # One chunk per column: a partitioned read arrives as several record batches, the columns this adds as
+    # literals as one, and Polars 2.1 was seen to panic ("assertion failed: i < self.len()") formatting columns
+    # chunked differently from one another (the legacy ids in legacy_reconciliation).
+    frame = pl.from_arrow(table, rechunk=True)
     assert isinstance(frame, pl.DataFrame)
     by_lower = {c.lower(): c for c in frame.columns}
     exprs = []
@@ -353,23 +377,19 @@ class PureConnectResource(dg.ConfigurableResource):
         window = DayWindow.of(day, self.local_time_window_hours)
         isum = window.predicate("s", backend)
 
-        def cols(schema: dict[str, pl.DataType], alias: str) -> str:
-            return ", ".join(f"{alias}.{c}" for c in schema)
-
         def keyed(alias: str) -> str:
-            return (f"EXISTS (SELECT 1 FROM InteractionSummary s WHERE s.InteractionIDKey = {alias}.InteractionIDKey"
-                    f" AND s.SiteID = {alias}.SiteID AND s.SeqNo = {alias}.SeqNo AND {isum})")
+            return f"EXISTS (SELECT 1 FROM InteractionSummary s WHERE {_key_join('s', alias)} AND {isum})"
 
         recording_exists = (f"EXISTS (SELECT 1 FROM InteractionSummary s WHERE s.InteractionIDKey = "
                             f"rm.QueueObjectIdKey AND {isum})")
         return {
-            "InteractionSummary": f"SELECT {cols(INTERACTION_SUMMARY_SCHEMA, 's')} FROM InteractionSummary s "
+            "InteractionSummary": f"SELECT {_columns(INTERACTION_SUMMARY_SCHEMA, 's')} FROM InteractionSummary s "
                                   f"WHERE {isum}",
-            "InteractionWrapup": f"SELECT {cols(WRAPUP_READ_SCHEMA, 'w')} FROM InteractionWrapup w "
+            "InteractionWrapup": f"SELECT {_columns(WRAPUP_READ_SCHEMA, 'w')} FROM InteractionWrapup w "
                                  f"WHERE {keyed('w')}",
-            "InteractionCustomAttributes": f"SELECT {cols(INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA, 'a')} "
+            "InteractionCustomAttributes": f"SELECT {_columns(INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA, 'a')} "
                                            f"FROM InteractionCustomAttributes a WHERE {keyed('a')}",
-            "IR_RecordingMedia": f"SELECT {cols(IR_RECORDING_MEDIA_SCHEMA, 'rm')} FROM IR_RecordingMedia rm "
+            "IR_RecordingMedia": f"SELECT {_columns(IR_RECORDING_MEDIA_SCHEMA, 'rm')} FROM IR_RecordingMedia rm "
                                  f"WHERE {recording_exists}",
             "IR_Tag": "SELECT tm.RecordingId, t.TagId, t.Name AS TagName, tm.KeywordSetName FROM IR_TagMap tm "
                       "JOIN IR_Tag t ON t.TagId = tm.TagId WHERE EXISTS (SELECT 1 FROM IR_RecordingMedia rm "
@@ -386,9 +406,7 @@ class PureConnectResource(dg.ConfigurableResource):
         """
         if self.backend != SQLITE:
             raise PureConnectError("rowid partitions exist only for the sqlite backend")
-        window = DayWindow.of(day, self.local_time_window_hours)
-        lit = lambda v: timestamp_literal(v, SQLITE)  # noqa: E731
-        widened = (f"StartDateTimeUTC >= {lit(window.local_start)} AND StartDateTimeUTC < {lit(window.local_end)}")
+        widened = DayWindow.of(day, self.local_time_window_hours).in_widened("StartDateTimeUTC", SQLITE)
         span = pl.from_arrow(self._query(
             f"SELECT ifnull(min(rowid), 0) AS lo, ifnull(max(rowid), -1) AS hi, count(*) AS n "
             f"FROM InteractionSummary WHERE {widened}", "InteractionSummary rowid span"))
@@ -405,30 +423,13 @@ class PureConnectResource(dg.ConfigurableResource):
         step = -(-(hi - lo + 1) // max(1, partitions))
         return [clause(a, min(hi, a + step - 1)) for a in range(lo, hi + 1, step)], clause(lo, hi)
 
-    def sqlite_summary_queries(self, day: date, partitions: int | None = None) -> list[str]:
-        """SQLite: InteractionSummary's rows of ``day`` as rowid-ordered reads, one statement per rowid range.
-
-        Each statement returns the same rows as ``day_queries(day)["InteractionSummary"]`` restricted to its
-        range, plus ``_rowid`` and ``_in_day`` (see :func:`_plan_positions`). An empty window gives the plain
-        day query.
-        """
-        found = self._sqlite_window_ranges(day, self.sqlite_partitions if partitions is None else partitions)
-        return self._summary_statements(day, None if found is None else found[0])
-
-    def _summary_statements(self, day: date, ranges: list[str] | None) -> list[str]:
-        if ranges is None:
-            return [self.day_queries(day)["InteractionSummary"]]
-        window = DayWindow.of(day, self.local_time_window_hours)
-        lit = lambda v: timestamp_literal(v, SQLITE)  # noqa: E731
-        cols = ", ".join(f"s.{c}" for c in INTERACTION_SUMMARY_SCHEMA)
-        in_day = f"(s.StartDateTimeUTC >= {lit(window.start)} AND s.StartDateTimeUTC < {lit(window.end)})"
-        head = (f"SELECT {cols}, s.rowid AS {_ROWID}, {in_day} AS {_IN_DAY} FROM InteractionSummary s NOT INDEXED "
-                f"WHERE ")
-        return [f"{head}{where} AND {window.predicate('s', SQLITE)}" for where in ranges]
-
     def sqlite_day_queries(self, day: date, partitions: int | None = None) -> dict[str, str | list[str]]:
         """SQLite: what :meth:`read_day` runs: :meth:`day_queries` with InteractionSummary in rowid ranges and
         the keyed tables (wrap-ups, custom attributes) driven by those ranges.
+
+        InteractionSummary is one statement per rowid range (``partitions``, default ``sqlite_partitions``), each
+        returning the plain day query's rows of its range plus ``_rowid`` and ``_in_day`` (see
+        :func:`_plan_positions`); an empty window gives the plain queries, InteractionSummary's as a one-item list.
 
         ``day_queries`` tests each wrap-up row's key against InteractionSummary (``EXISTS``): a full scan of the
         dependent table and, per row, an index seek plus a random read of the summary row for the window test.
@@ -438,29 +439,29 @@ class PureConnectResource(dg.ConfigurableResource):
         """
         found = self._sqlite_window_ranges(day, self.sqlite_partitions if partitions is None else partitions)
         queries: dict[str, str | list[str]] = dict(self.day_queries(day))
-        queries["InteractionSummary"] = self._summary_statements(day, None if found is None else found[0])
         if found is None:
+            queries["InteractionSummary"] = [queries["InteractionSummary"]]
             return queries
-        window = DayWindow.of(day, self.local_time_window_hours).predicate("s", SQLITE)
-        in_window = found[1]
+        ranges, in_span = found
+        window = DayWindow.of(day, self.local_time_window_hours)
+        predicate = window.predicate("s", SQLITE)
+        in_day = f"({window.in_day('s.StartDateTimeUTC', SQLITE)})"
+        head = (f"SELECT {_columns(INTERACTION_SUMMARY_SCHEMA, 's')}, s.rowid AS {_ROWID}, {in_day} AS {_IN_DAY} "
+                f"FROM InteractionSummary s NOT INDEXED WHERE ")
+        queries["InteractionSummary"] = [f"{head}{where} AND {predicate}" for where in ranges]
         for table, alias, schema in (("InteractionWrapup", "w", WRAPUP_READ_SCHEMA),
                                      ("InteractionCustomAttributes", "a", INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA)):
-            cols = ", ".join(f"{alias}.{c}" for c in schema)
-            keyed = (f"SELECT k.rowid FROM InteractionSummary s NOT INDEXED JOIN {table} k ON "
-                     f"k.InteractionIDKey = s.InteractionIDKey AND k.SiteID = s.SiteID AND k.SeqNo = s.SeqNo "
-                     f"WHERE {in_window} AND {window}")
-            queries[table] = (f"SELECT {cols} FROM {table} {alias} WHERE {alias}.rowid IN ({keyed}) "
-                              f"ORDER BY {alias}.rowid")
+            keyed = (f"SELECT k.rowid FROM InteractionSummary s NOT INDEXED JOIN {table} k ON {_key_join('k', 's')} "
+                     f"WHERE {in_span} AND {predicate}")
+            queries[table] = (f"SELECT {_columns(schema, alias)} FROM {table} {alias} WHERE {alias}.rowid IN "
+                              f"({keyed}) ORDER BY {alias}.rowid")
         return queries
 
     def _read_table(self, name: str, sql: str | list[str]) -> tuple[pl.DataFrame, pl.Series | None]:
         table, positions = self._query(sql, name), None
         if _ROWID in table.column_names:
             table, positions = _plan_positions(table)
-        frame = _normalise(table, _TABLE_SCHEMAS[name], flag_unparseable=name == "InteractionSummary")
-        # One chunk per column: partitioned reads arrive as several record batches, and Polars 2.1 was seen to
-        # panic ("assertion failed: i < self.len()") formatting columns chunked differently from one another.
-        return frame.rechunk(), positions
+        return _normalise(table, _TABLE_SCHEMAS[name], flag_unparseable=name == "InteractionSummary"), positions
 
     def read_day(self, day: date) -> LegacyDay:
         """The day's interactions and their wrap-ups, custom attributes, recordings and IR tags."""

@@ -90,7 +90,7 @@ def test_rowid_reads_number_the_plain_querys_rows_in_its_order(site: PureConnect
             con.execute("UPDATE InteractionSummary SET rowid = rowid * 10 + 1000000")
             con.execute("UPDATE InteractionSummary SET rowid = rowid - 1000000")
     resource = PureConnectResource(uri=uri, sqlite_partitions=partitions)
-    statements = resource.sqlite_summary_queries(DAY)
+    statements = resource.sqlite_day_queries(DAY)["InteractionSummary"]
     assert len(statements) == partitions
     assert all(("s.rowid IN (SELECT rowid" in q) == sparse for q in statements)
     plain = pc._normalise(pc.read_arrow(uri, resource.day_queries(DAY)["InteractionSummary"]),
@@ -104,8 +104,8 @@ def test_rowid_reads_number_the_plain_querys_rows_in_its_order(site: PureConnect
 def test_rowid_reads_are_sqlite_only_and_an_empty_window_reads_the_plain_query(
         resource: PureConnectResource) -> None:
     with pytest.raises(PureConnectError, match="only for the sqlite backend"):
-        PureConnectResource(uri="mssql://u:p@db:1433/I3_IC").sqlite_summary_queries(DAY)
-    assert resource.sqlite_summary_queries(date(2020, 1, 1)) == [
+        PureConnectResource(uri="mssql://u:p@db:1433/I3_IC").sqlite_day_queries(DAY)
+    assert resource.sqlite_day_queries(date(2020, 1, 1))["InteractionSummary"] == [
         resource.day_queries(date(2020, 1, 1))["InteractionSummary"]]
 
 
@@ -128,7 +128,7 @@ def test_sqlite_keyed_tables_read_the_exists_querys_rows_in_its_order(site: Pure
             con.execute("UPDATE InteractionSummary SET rowid = rowid - 1000000")
     resource = PureConnectResource(uri=uri, sqlite_partitions=partitions)
     fast, plain = resource.sqlite_day_queries(DAY), resource.day_queries(DAY)
-    assert fast["InteractionSummary"] == resource.sqlite_summary_queries(DAY)
+    assert len(fast["InteractionSummary"]) == partitions
     assert {t: fast[t] for t in ("IR_RecordingMedia", "IR_Tag")} == {t: plain[t] for t in ("IR_RecordingMedia",
                                                                                           "IR_Tag")}
     for table in ("InteractionWrapup", "InteractionCustomAttributes"):
@@ -156,6 +156,28 @@ def test_read_day_on_sqlite_runs_the_rowid_driven_queries(resource: PureConnectR
     expected = resource.sqlite_day_queries(DAY)
     for table in ("InteractionWrapup", "InteractionCustomAttributes"):
         assert expected[table] in counted
+
+
+def test_normalise_gives_one_chunk_per_column_of_a_multi_batch_read() -> None:
+    """Partitioned reads arrive as several record batches, the columns a table lacks are added as one literal
+    chunk: every column comes out as one chunk (Polars 2.1 panicked on differently chunked columns)."""
+    import pyarrow as pa
+
+    batches = pa.concat_tables([pa.table({"InteractionIDKey": ["A", "B"], "SiteID": [1, 2]}),
+                                pa.table({"InteractionIDKey": ["C"], "SiteID": [3]})])
+    assert batches.column("SiteID").num_chunks == 2
+    frame = pc._normalise(batches, {"InteractionIDKey": pl.String, "SiteID": pl.Int32, "SeqNo": pl.Int16})
+    assert frame.rows() == [("A", 1, None), ("B", 2, None), ("C", 3, None)]
+    assert {c: frame[c].n_chunks() for c in frame.columns} == dict.fromkeys(frame.columns, 1)
+
+
+def test_read_day_in_rowid_ranges_gives_one_chunk_per_column(site: PureConnectSite) -> None:
+    resource = PureConnectResource(uri=site.uri, sqlite_partitions=3)
+    raw = pc.read_arrow(site.uri, resource.sqlite_day_queries(DAY)["InteractionSummary"])
+    assert raw.column("InteractionIDKey").num_chunks > 1  # the case this is about
+    day = resource.read_day(DAY)
+    for frame in (day.interactions, day.wrapups, day.custom_attributes, day.recordings, day.tags):
+        assert all(frame[c].n_chunks() == 1 for c in frame.columns)
 
 
 def test_missing_sqlite_file_is_a_clear_error(tmp_path: Path) -> None:
