@@ -133,7 +133,7 @@ def scenario_api(scale: Scale) -> ScenarioResult:
             emulator.set_faults(rate_429=0.0)
     landed = clean["raw_pages"]
     returned = clean["job_results"]
-    floor_pages = sum(max(1, math.ceil(n / JOB_MAX_PAGE_SIZE)) for n in returned)
+    floor_pages = sum(max(1, math.ceil(count / JOB_MAX_PAGE_SIZE)) for count in returned)
     floor = floor_pages + 2 * len(returned) + 1  # pages + per job one submit and one poll + one reconciliation
     default_page_size = ConversationDetailsConfig().page_size
     ours = _figures(clean)

@@ -206,7 +206,7 @@ def _redacted(pages: Iterable[DetailsJobPage], hasher: AddressHasher,
     while True:
         started = time.monotonic()
         page = next(source, None)
-        run.seconds_waiting_for_api = round(run.seconds_waiting_for_api + time.monotonic() - started, 3)
+        run.seconds_waiting_for_api += time.monotonic() - started
         if page is None:
             return
         available, raw = page.data_availability_date, page.raw
@@ -256,6 +256,7 @@ def run_window(client: GenesysCloudClient, flattener: DayFlattener, run: WindowR
             run.pages += 1
             run.returned += redacted.count(b'"conversationId"')  # one per conversation; no parse needed
             flattener.add_page(redacted)
+    run.seconds_waiting_for_api = round(run.seconds_waiting_for_api, 3)  # summed unrounded, page by page
 
 
 def run_pass(client: GenesysCloudClient, day: date, hours: int, work: Path, hasher: AddressHasher, *,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,28 @@ def sorted_rows(lake_root: Path, day: date, table: str) -> pl.DataFrame:
 def hidden_entries(root: Path) -> list[str]:
     """Dot-named files or folders anywhere under ``root`` (staging, temp parts a crash could leave)."""
     return sorted(str(p.relative_to(root)) for p in root.rglob(".*"))
+
+
+def served_result_pages(emulator: GenesysEmulator) -> list[str]:
+    """Paths of the details-job result pages the emulator answered 200, in order."""
+    return [e["path"] for e in emulator.request_log() if e["path"].endswith("/results") and e["status"] == 200]
+
+
+def after_pages(emulator: GenesysEmulator, pages: int, action: Callable[[str], object]) -> threading.Thread:
+    """Run ``action(job_id)`` once ``pages`` result pages were served (mid-paging, in the fetch thread's way)."""
+
+    def run() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            served = served_result_pages(emulator)
+            if len(served) >= pages:
+                action(served[-1].split("/")[-2])
+                return
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -18,12 +17,14 @@ import pytest
 from genesys_assets.sandbox.genesys_emulator import GenesysEmulator
 from genesys_assets_tests.analytics.conftest import (
     PII_KEY,
+    after_pages,
     check_results,
     hidden_entries,
     materialize,
     metadata,
     past_day,
     resources,
+    served_result_pages,
     sorted_rows,
     table_digests,
 )
@@ -66,23 +67,6 @@ def _expire_first_job(emulator: GenesysEmulator) -> threading.Thread:
     return thread
 
 
-def _after_pages(emulator: GenesysEmulator, pages: int, action: Callable[[str], object]) -> threading.Thread:
-    """Run ``action(job_id)`` once ``pages`` result pages were served (mid-paging, in the fetch thread's way)."""
-
-    def run() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            served = [e["path"] for e in emulator.request_log() if e["path"].endswith(RESULTS) and e["status"] == 200]
-            if len(served) >= pages:
-                action(served[-1].split("/")[-2])
-                return
-            time.sleep(0.002)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 def _expire_tokens_mid_paging(emulator: GenesysEmulator) -> threading.Thread:
     """Once two result pages were served, every token expires server-side: the next page answers 401."""
 
@@ -90,7 +74,7 @@ def _expire_tokens_mid_paging(emulator: GenesysEmulator) -> threading.Thread:
         with emulator._lock:
             emulator._tokens.clear()
 
-    return _after_pages(emulator, 2, expire)
+    return after_pages(emulator, 2, expire)
 
 
 def test_faults_give_the_fault_free_output(emulator: GenesysEmulator, clean_digests: dict[str, str],
@@ -146,13 +130,12 @@ def test_gives_up_when_no_window_reconciles_and_writes_nothing(emulator: Genesys
     assert not (tmp_path / "lake" / "analytics").exists()
 
 
-
 def test_a_job_that_vanishes_mid_paging_restarts_the_pass(emulator: GenesysEmulator, clean_digests: dict[str, str],
                                                           tmp_path: Path) -> None:
     """The 404 is raised in the fetch thread; the asset sees it as before and restarts the pass from scratch."""
     emulator.clear_request_log()
     emulator.set_faults(latency_seconds=0.03)
-    watcher = _after_pages(emulator, 2, emulator.jobs.delete)
+    watcher = after_pages(emulator, 2, emulator.jobs.delete)
     try:
         result = materialize(resources(emulator, tmp_path), DAY, "conversation_details", "wrapup_facts",
                              config={"conversation_details": {"page_size": 20}})
@@ -169,7 +152,7 @@ def test_retries_exhausted_on_a_page_fail_the_run_with_the_clients_message(emula
                                                                            tmp_path: Path) -> None:
     emulator.clear_request_log()
     emulator.set_faults(latency_seconds=0.03)
-    watcher = _after_pages(emulator, 2, lambda job_id: emulator.fail_next(503, count=2))
+    watcher = after_pages(emulator, 2, lambda job_id: emulator.fail_next(503, count=2))
     try:
         result = materialize(resources(emulator, tmp_path, max_attempts=2), DAY, "conversation_details",
                              config={"conversation_details": {"page_size": 20}}, raise_on_error=False)
@@ -216,8 +199,7 @@ def test_killed_after_some_pages_then_rerun_equals_a_clean_run(emulator: Genesys
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and child.poll() is None:
-            pages = [e for e in emulator.request_log() if e["path"].endswith(RESULTS) and e["status"] == 200]
-            if len(pages) >= 4:
+            if len(served_result_pages(emulator)) >= 4:
                 break
             time.sleep(0.02)
         assert child.poll() is None, "the run finished before it could be killed"

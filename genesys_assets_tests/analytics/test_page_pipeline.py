@@ -20,10 +20,9 @@ from genesys_assets.lib.pii import AddressHasher
 from genesys_assets.resources.genesys_cloud_client import ClientSettings, GenesysCloudClient
 from genesys_assets.resources.genesys_cloud_errors import GenesysRetriesExhausted
 from genesys_assets.sandbox.genesys_emulator import GenesysEmulator
-from genesys_assets_tests.analytics.conftest import PII_KEY, past_day
+from genesys_assets_tests.analytics.conftest import PII_KEY, after_pages, past_day, served_result_pages
 
 DAY = past_day(5)
-RESULTS = "/results"
 
 
 class Source:
@@ -63,9 +62,11 @@ def test_prefetch_stays_at_most_depth_ahead() -> None:
         time.sleep(0.3)  # the producer runs free while the caller is busy...
         # ...but holds only one item in the queue and one in hand: memory does not grow with the source.
         assert source.produced <= 3
-    with Prefetch(Source(100), depth=2) as items:
+    deeper = Source(100)
+    with Prefetch(deeper, depth=2) as items:
         assert next(items) == 0
         time.sleep(0.3)
+        assert deeper.produced == 4  # the caller's item, two queued and one in hand
     assert not [t for t in threading.enumerate() if t.name == "prefetch"]
 
 
@@ -141,16 +142,12 @@ def _window(client: GenesysCloudClient, tmp_path: Path, *, page_size: int = 50) 
     return run, raw
 
 
-def _served_pages(emulator: GenesysEmulator) -> int:
-    return sum(e["path"].endswith(RESULTS) and e["status"] == 200 for e in emulator.request_log())
-
-
 def test_a_window_lands_every_page_in_order_and_leaves_the_finished_job_alone(
         emulator: GenesysEmulator, client: GenesysCloudClient, tmp_path: Path) -> None:
     emulator.clear_request_log()
     run, raw = _window(client, tmp_path)
     lines = gzip.decompress(raw.read_bytes()).splitlines()
-    assert run.pages == len(lines) == _served_pages(emulator) > 3
+    assert run.pages == len(lines) == len(served_result_pages(emulator)) > 3
     ids = [c["conversationId"] for line in lines for c in orjson.loads(line)["conversations"]]
     job = emulator.jobs.jobs[run.job_id]
     assert ids == [emulator.analytics.store.day(d).index.ids[row] for d, row in job.refs or []]  # cursor order
@@ -159,24 +156,34 @@ def test_a_window_lands_every_page_in_order_and_leaves_the_finished_job_alone(
     assert not [e for e in emulator.request_log() if e["method"] == "DELETE"]
 
 
+def test_the_api_time_the_pipeline_did_not_hide_is_counted(
+        emulator: GenesysEmulator, client: GenesysCloudClient, tmp_path: Path) -> None:
+    """Every request takes 0.05 s: the redaction stage waits at least for the first page, never longer than the
+    window took; the figure is reported to the millisecond."""
+    emulator.set_faults(latency_seconds=0.05)
+    try:
+        started = time.monotonic()
+        run, _ = _window(client, tmp_path)
+        elapsed = time.monotonic() - started
+    finally:
+        emulator.set_faults(latency_seconds=0.0)
+    assert run.pages > 3
+    assert 0.05 <= run.seconds_waiting_for_api <= elapsed
+    assert run.seconds_waiting_for_api == round(run.seconds_waiting_for_api, 3)
+
+
 def test_a_page_fetch_that_fails_is_raised_by_the_window_with_its_message(
         emulator: GenesysEmulator, client: GenesysCloudClient, tmp_path: Path) -> None:
     """Retries exhausted on a result page, inside the fetch thread: the window raises the client's own error."""
     emulator.clear_request_log()
     armed = threading.Event()
 
-    def fail_after_two_pages() -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if _served_pages(emulator) >= 2:
-                emulator.fail_next(503, count=2)  # max_attempts=2: both attempts of the next request fail
-                armed.set()
-                return
-            time.sleep(0.001)
+    def fail_next_page(job_id: str) -> None:
+        emulator.fail_next(503, count=2)  # max_attempts=2: both attempts of the next request fail
+        armed.set()
 
     emulator.set_faults(latency_seconds=0.02)  # slow pages so the fault lands mid-paging
-    watcher = threading.Thread(target=fail_after_two_pages, daemon=True)
-    watcher.start()
+    watcher = after_pages(emulator, 2, fail_next_page)
     try:
         with pytest.raises(GenesysRetriesExhausted) as info:
             _window(client, tmp_path, page_size=20)
