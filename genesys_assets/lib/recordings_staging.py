@@ -15,12 +15,15 @@ under a content-hash key, verify by HEAD before it counts. No Dagster here: the 
   core (:class:`TranscodePool`: the per-packet Python left still holds the GIL too often for threads to scale);
   decodes run in a thread take one of ``DECODE_SLOTS``, one per core, while the other workers hash and upload.
 * **Upload**: ``recordings/year=/month=/day=/<sha256>.<ext>`` with the exact Content-Type, SSE (AES256) and
-  retention tags. One streaming PUT below the multipart threshold (S3 checks the SHA-256 we send; moto, the
-  sandbox's S3, ignores it), otherwise boto3's managed transfer, parts of ``multipart_chunksize`` read one at a
-  time. What is already there comes from one listing of the day's prefix, not a HEAD per file.
-* **Verify**: HEAD with exponential backoff until size, ETag (MD5, or the multipart MD5-of-MD5s computed
-  locally in the same pass as the SHA-256), Content-Type and encryption match (seed 000: storage is eventually
-  consistent; a reference to an object not yet visible is an orphaned link).
+  retention tags, and the file's SHA-256 for S3 to check on receipt (a changed file or damaged bytes are refused
+  with ``BadDigest``: quarantined as ``upload_checksum_mismatch``). One streaming PUT below the multipart
+  threshold (64 MiB: a 10-minute 8 kHz PCM call is ~10 MB), otherwise boto3's managed transfer, SHA-256 per
+  part, parts of ``multipart_chunksize`` read one at a time. What is already there comes from one listing of the
+  day's prefix, not a HEAD per file.
+* **Verify**: HEAD (checksum mode) with exponential backoff until size, S3's SHA-256 checksum (the file's, or for
+  a multipart upload the SHA-256 of its parts' SHA-256s, ``-N``, computed locally in the same pass), Content-Type
+  and encryption match (seed 000: storage is eventually consistent; a reference to an object not yet visible is
+  an orphaned link). The hash the key is named by is the hash S3 verified: no second digest (MD5 ETag) needed.
 * **Pacing**: every S3 request of a run (listing, PUT, parts, HEAD, retries) takes a slot of one shared rate
   limit. The default stays well under S3's documented 3,500 writes and 5,500 reads per second per prefix.
 """
@@ -85,6 +88,7 @@ DEFAULT_RETENTION = ("retention", "2y")
 MISSING_FILE, ZERO_BYTE, SASF = "missing_file", "zero_byte", "sasf_needs_export"
 UNKNOWN_FORMAT, UNDECODABLE, TRUNCATED = "unknown_format", "undecodable", "truncated"
 DURATION_MISMATCH, UPLOAD_UNVERIFIED = "duration_mismatch", "upload_unverified"
+UPLOAD_CHECKSUM_MISMATCH = "upload_checksum_mismatch"
 STAGED, QUARANTINED = "staged", "quarantined"
 
 MANIFEST_SCHEMA: dict[str, pl.DataType] = {
@@ -144,7 +148,7 @@ class WavLayout:
 @dataclass(frozen=True)
 class StagingSettings:
     bucket: str
-    multipart_threshold: int = 8 * 1024 * 1024
+    multipart_threshold: int = 64 * 1024 * 1024
     multipart_chunksize: int = 8 * 1024 * 1024
     duration_tolerance_ms: int = 250
     duration_tolerance_ratio: float = 0.02
@@ -441,34 +445,33 @@ class TranscodePool:
 
 
 def digests(path: Path, multipart_threshold: int, chunksize: int) -> tuple[str, int, str]:
-    """(sha256 hex, size, the ETag S3 will report) in one streaming pass.
+    """(sha256 hex, size, the SHA-256 checksum S3 will report) in one streaming pass.
 
-    Reads stop at part boundaries, so each read feeds the SHA-256 and exactly one part's MD5; the whole-file MD5
-    is kept apart only when a single-PUT file can span several parts (threshold above the chunk size).
+    Below the threshold S3 reports the file's SHA-256 (base64); above it, a multipart upload's composite: the
+    SHA-256 of its parts' SHA-256s, ``-<parts>``. Reads stop at part boundaries, so each read feeds the whole-file
+    hash and exactly one part's; part hashes are only kept for a file that will go up in parts.
     """
-    sha = hashlib.sha256()
-    whole = hashlib.md5() if multipart_threshold > chunksize else None  # S3 ETag arithmetic, not security
-    part = hashlib.md5()
-    parts: list[bytes] = []
-    size = fill = 0
+    whole = hashlib.sha256()
     with open(path, "rb") as handle:
+        multipart = os.fstat(handle.fileno()).st_size >= multipart_threshold
+        part, parts = hashlib.sha256(), []
+        size = fill = 0
         while chunk := handle.read(min(READ_CHUNK, chunksize - fill)):
-            sha.update(chunk)
-            part.update(chunk)
-            if whole is not None:
-                whole.update(chunk)
+            whole.update(chunk)
             size += len(chunk)
+            if not multipart:
+                continue
+            part.update(chunk)
             fill += len(chunk)
             if fill == chunksize:
                 parts.append(part.digest())
-                part, fill = hashlib.md5(), 0
+                part, fill = hashlib.sha256(), 0
+    if not multipart:
+        return whole.hexdigest(), size, base64.b64encode(whole.digest()).decode()
     if fill or not parts:
         parts.append(part.digest())
-    if size >= multipart_threshold:
-        etag = f"{hashlib.md5(b''.join(parts)).hexdigest()}-{len(parts)}"
-    else:
-        etag = whole.hexdigest() if whole is not None else parts[0].hex()
-    return sha.hexdigest(), size, etag
+    composite = base64.b64encode(hashlib.sha256(b"".join(parts)).digest()).decode()
+    return whole.hexdigest(), size, f"{composite}-{len(parts)}"
 
 
 def tags_for(ir_tags: Iterable[str] | None, recording_id: str) -> str:
@@ -488,12 +491,11 @@ def day_prefix(day: date) -> str:
     return f"{partition_prefix('recordings', day)}/"
 
 
-def _head_matches(head: dict, size: int, etag: str, content_type: str) -> str | None:
-    got_etag = str(head.get("ETag", "")).strip('"')
+def _head_matches(head: dict, size: int, checksum: str, content_type: str) -> str | None:
     if head.get("ContentLength") != size:
         return f"size {head.get('ContentLength')} != {size}"
-    if got_etag != etag:
-        return f"etag {got_etag} != {etag}"
+    if head.get("ChecksumSHA256") != checksum:
+        return f"SHA-256 checksum {head.get('ChecksumSHA256')} != {checksum}"
     if head.get("ContentType") != content_type:
         return f"content type {head.get('ContentType')} != {content_type}"
     if head.get("ServerSideEncryption") != "AES256":
@@ -506,25 +508,25 @@ def _error_code(exc: Exception) -> str:
 
 
 def head_or_none(s3: Any, bucket: str, key: str) -> dict | None:
-    """HEAD the object; None for 404 (not there, or not visible yet)."""
+    """HEAD the object with its checksum; None for 404 (not there, or not visible yet)."""
     try:
-        return s3.head_object(Bucket=bucket, Key=key)
+        return s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     except Exception as exc:  # botocore ClientError; boto3 is not imported here
         if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
             return None
         raise
 
 
-def list_present(s3: Any, bucket: str, prefix: str) -> dict[str, tuple[int, str]] | None:
-    """Key -> (size, ETag) of what is already under ``prefix``: one request per 1,000 keys instead of a HEAD
-    per recording. None when the role may not list the bucket (then each recording HEADs its own key)."""
-    present: dict[str, tuple[int, str]] = {}
+def list_present(s3: Any, bucket: str, prefix: str) -> dict[str, int] | None:
+    """Key -> size of what is already under ``prefix``: one request per 1,000 keys instead of a HEAD per
+    recording. None when the role may not list the bucket (then each recording HEADs its own key)."""
+    present: dict[str, int] = {}
     kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
     try:
         while True:
             page = s3.list_objects_v2(**kwargs)
             for obj in page.get("Contents", ()):
-                present[obj["Key"]] = (obj["Size"], str(obj["ETag"]).strip('"'))
+                present[obj["Key"]] = obj["Size"]
             if not page.get("IsTruncated"):
                 return present
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
@@ -534,15 +536,16 @@ def list_present(s3: Any, bucket: str, prefix: str) -> dict[str, tuple[int, str]
         raise
 
 
-def verify_upload(s3: Any, bucket: str, key: str, size: int, etag: str, content_type: str,
-                  settings: StagingSettings, sleep: Callable[[float], None] = time.sleep) -> int:
-    """HEAD until the object is visible and matches; exponential backoff with jitter. Returns attempts used."""
+def verify_upload(s3: Any, bucket: str, key: str, size: int, checksum: str, content_type: str,
+                  settings: StagingSettings, sleep: Callable[[float], None] = time.sleep) -> tuple[int, dict]:
+    """HEAD until the object is visible and matches; exponential backoff with jitter. Returns the attempts used
+    and the matching HEAD."""
     problem = "not visible"
     for attempt in range(1, settings.verify_attempts + 1):
         head = head_or_none(s3, bucket, key)
-        problem = "not visible (404)" if head is None else _head_matches(head, size, etag, content_type)
-        if problem is None:
-            return attempt
+        problem = "not visible (404)" if head is None else _head_matches(head, size, checksum, content_type)
+        if head is not None and problem is None:
+            return attempt, head
         if attempt < settings.verify_attempts:
             ceiling = min(settings.verify_max_seconds, settings.verify_base_seconds * 2 ** (attempt - 1))
             sleep(ceiling / 2 + random.uniform(0, ceiling / 2))
@@ -572,29 +575,41 @@ class StagingRun:
 
 def upload(s3: Any, path: Path, bucket: str, key: str, extra: dict[str, Any], settings: StagingSettings,
            size: int, sha256_hex: str) -> None:
-    """Stream ``path`` (``size`` bytes) to S3: one PUT below the threshold, with the SHA-256 for S3 to check,
-    else a multipart upload one part at a time."""
-    if size < settings.multipart_threshold:
-        checksum = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
-        with open(path, "rb") as handle:
-            s3.put_object(Bucket=bucket, Key=key, Body=handle, ChecksumSHA256=checksum, **extra)
-        return
-    from boto3.s3.transfer import TransferConfig
+    """Stream ``path`` (``size`` bytes) to S3 with SHA-256 checksums for S3 to check on receipt: one PUT below the
+    threshold, else a multipart upload one part at a time (SHA-256 per part). A refused checksum quarantines."""
+    extra = {**extra, "ChecksumAlgorithm": "SHA256"}
+    try:
+        if size < settings.multipart_threshold:
+            checksum = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
+            with open(path, "rb") as handle:
+                s3.put_object(Bucket=bucket, Key=key, Body=handle, ChecksumSHA256=checksum, **extra)
+            return
+        from boto3.s3.transfer import TransferConfig
 
-    config = TransferConfig(multipart_threshold=settings.multipart_threshold,
-                            multipart_chunksize=settings.multipart_chunksize, max_concurrency=1, use_threads=False)
-    with open(path, "rb") as handle:
-        s3.upload_fileobj(handle, bucket, key, ExtraArgs=extra, Config=config)
+        config = TransferConfig(multipart_threshold=settings.multipart_threshold,
+                                multipart_chunksize=settings.multipart_chunksize, max_concurrency=1,
+                                use_threads=False)
+        with open(path, "rb") as handle:
+            s3.upload_fileobj(handle, bucket, key, ExtraArgs={**extra, "ChecksumType": "COMPOSITE"}, Config=config)
+    except Exception as exc:  # botocore ClientError (or s3transfer's wrapper of one)
+        cause = exc.__cause__ or exc.__context__ or exc
+        if "BadDigest" not in (_error_code(exc), _error_code(cause)):
+            raise
+        raise RecordingProblem(UPLOAD_CHECKSUM_MISMATCH, f"S3 refused s3://{bucket}/{key}: the bytes it received "
+                               "do not match the SHA-256 taken before the upload (the file changed while it was "
+                               "being staged, or was damaged in transit); nothing was stored, re-run to stage it"
+                               ) from exc
 
 
 def stage_recording(s3: Any, link: dict[str, Any], day: date, settings: StagingSettings,
                     run: StagingRun | None = None,
-                    present: Mapping[str, tuple[int, str]] | None = None,
+                    present: Mapping[str, int] | None = None,
                     transcoder: TranscodePool | None = None) -> StageResult:
     """Probe, transcode if needed, upload and verify one recording; quarantine it on any problem.
 
-    ``present`` is the day's listing (key -> size, ETag): a key absent from it is uploaded without asking, one
-    listed with the same size and ETag only gets the verifying HEAD. Without a listing, a HEAD decides.
+    ``present`` is the day's listing (key -> size): a key absent from it is uploaded without asking, one listed
+    with the same size gets the verifying HEAD (checksum, type, encryption), and is uploaded again only if that
+    disagrees. Without a listing, a HEAD decides.
     ``transcoder`` runs the transcode in a worker process; without one it runs in this thread.
     """
     started = time.monotonic()
@@ -623,24 +638,25 @@ def stage_recording(s3: Any, link: dict[str, Any], day: date, settings: StagingS
                 duration = audio_duration(source, found)
             check_duration(source, duration, link.get("db_duration_ms"), settings)
             row.update(container_in=found.container, codec_in=found.codec, duration_ms=duration)
-            sha, size, etag = digests(upload_path, settings.multipart_threshold, settings.multipart_chunksize)
+            sha, size, checksum = digests(upload_path, settings.multipart_threshold, settings.multipart_chunksize)
             key = f"{day_prefix(day)}{sha}.{ext}"
             content_type = CONTENT_TYPES[ext]
             tags = tags_for(link.get("ir_tags"), link["recording_id"])
-            row.update(codec_out=codec_out, key=key, sha256=sha, bytes=size, etag=etag, content_type=content_type,
+            row.update(codec_out=codec_out, key=key, sha256=sha, bytes=size, content_type=content_type,
                        server_side_encryption="AES256", tags=tags)
             head = None
-            if present is None or present.get(key) == (size, etag):
+            if present is None or present.get(key) == size:
                 head = head_or_none(s3, settings.bucket, key)
-            if head is not None and _head_matches(head, size, etag, content_type) is None:
+            if head is not None and _head_matches(head, size, checksum, content_type) is None:
                 result.verify_attempts = 1  # already there and complete: that HEAD is the verification
             else:
                 extra = {"ContentType": content_type, "ServerSideEncryption": "AES256", "Tagging": tags,
                          "Metadata": {"sha256": sha, "legacy-recording-id": link["recording_id"]}}
                 upload(s3, upload_path, settings.bucket, key, extra, settings, size, sha)
                 result.uploaded = True
-                result.verify_attempts = verify_upload(s3, settings.bucket, key, size, etag, content_type,
-                                                       settings)
+                result.verify_attempts, head = verify_upload(s3, settings.bucket, key, size, checksum,
+                                                             content_type, settings)
+            row["etag"] = str(head["ETag"]).strip('"')  # S3's, as verified: for inventories and reconciliations
         row["status"] = STAGED
         with run.lock:
             run.uploaded += int(result.uploaded)

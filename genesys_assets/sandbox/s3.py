@@ -5,8 +5,12 @@ Objects live in the server's memory, so they last as long as the sandbox runs.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import logging
 import threading
+import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -49,12 +53,102 @@ class HeadLag:
         return self.app(environ, start_response)
 
 
+def _sha256(body: bytes) -> bytes:
+    return hashlib.sha256(body).digest()
+
+
+def _crc32(body: bytes) -> bytes:
+    return zlib.crc32(body).to_bytes(4, "big")
+
+
+class Checksums:
+    """WSGI middleware: checksums as S3 treats them, where moto does not.
+
+    * A PUT (an object or a part) whose ``x-amz-checksum-sha256`` or ``-crc32`` header does not match its body is
+      refused with 400 ``BadDigest``; moto stores the value unchecked. Bodies sent ``aws-chunked`` (checksum in a
+      trailer) pass unchecked.
+    * A HEAD in checksum mode of a multipart object reports its composite checksum as ``<digest>-<parts>``, as S3
+      (and moto's own GET) does; moto's HEAD leaves the part count off.
+    """
+
+    ALGORITHMS = {"HTTP_X_AMZ_CHECKSUM_SHA256": ("SHA256", _sha256), "HTTP_X_AMZ_CHECKSUM_CRC32": ("CRC32", _crc32)}
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+        self._parts: dict[str, int] = {}  # path -> parts of the multipart upload that completed it
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO", "")
+        multipart = "uploadId=" in environ.get("QUERY_STRING", "")
+        if method == "PUT":
+            if not multipart:
+                with self._lock:
+                    self._parts.pop(path, None)
+            return self._checked_put(environ, start_response)
+        if method == "POST" and multipart:
+            body = self._body(environ)
+            with self._lock:
+                self._parts[path] = body.count(b"<Part>")
+        elif method == "DELETE" and not multipart:
+            with self._lock:
+                self._parts.pop(path, None)
+        elif method == "HEAD" and environ.get("HTTP_X_AMZ_CHECKSUM_MODE") == "ENABLED" and path in self._parts:
+            return self.app(environ, self._with_part_count(start_response, self._parts[path]))
+        return self.app(environ, start_response)
+
+    @staticmethod
+    def _body(environ: dict) -> bytes:
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        environ["wsgi.input"] = io.BytesIO(body)
+        return body
+
+    def _checked_put(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        claims = [(environ[h], *self.ALGORITHMS[h]) for h in self.ALGORITHMS if environ.get(h)]
+        if not claims or not environ.get("CONTENT_LENGTH") or "aws-chunked" in environ.get("HTTP_CONTENT_ENCODING", ""):
+            return self.app(environ, start_response)
+        body = self._body(environ)
+        for claimed, name, digest in claims:
+            if base64.b64encode(digest(body)).decode() != claimed:
+                payload = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>BadDigest</Code><Message>The '
+                           f"{name} you specified did not match the calculated checksum.</Message></Error>").encode()
+                start_response("400 Bad Request", [("Content-Type", "application/xml"),
+                                                   ("Content-Length", str(len(payload)))])
+                return [payload]
+        return self.app(environ, start_response)
+
+    @staticmethod
+    def _with_part_count(start_response: Callable, parts: int) -> Callable:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if ("x-amz-checksum-type", "COMPOSITE") in [(k.lower(), v) for k, v in headers]:
+                headers = [(k, f"{v}-{parts}" if k.lower().startswith("x-amz-checksum-") and k.lower() !=
+                            "x-amz-checksum-type" and "-" not in v else v) for k, v in headers]
+            return start_response(status, headers, exc_info)
+        return start
+
+
+class S3Dispatcher(DomainDispatcherApplication):
+    """moto's dispatcher for a server that only speaks S3.
+
+    moto's own works out the service of every request anew, listing its package folder on disk (~100 path checks)
+    while holding one lock: ~6 ms a request, one request at a time. This one answers every request with the S3
+    app, made once.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(create_backend_app)
+        self._s3 = create_backend_app("s3")
+
+    def get_application(self, environ: dict[str, Any]) -> Any:
+        return self._s3
+
+
 class _Server(ThreadedMotoServer):
-    """moto's threaded server with the HEAD-lag middleware in front of it."""
+    """moto's threaded server with the HEAD-lag and checksum-check middleware in front of it."""
 
     def __init__(self, ip_address: str, port: int) -> None:
         super().__init__(ip_address=ip_address, port=port, verbose=False)
-        self.head_lag = HeadLag(DomainDispatcherApplication(create_backend_app))
+        self.head_lag = HeadLag(Checksums(S3Dispatcher()))
 
     def _server_entry(self) -> None:
         self._server = make_server(self._ip_address, self._port, self.head_lag, True,

@@ -145,7 +145,7 @@ def _multipart(endpoint: str, tmp_path: Path, seconds: int, limit_mb: int) -> No
                          capture_output=True, text=True, check=True, timeout=1200)
     report = json.loads(out.stdout.strip().splitlines()[-1])
     row, growth = report["row"], report["growth"]
-    assert row["status"] == rs.STAGED, row
+    assert row["status"] == rs.STAGED, (row["reason"], row["detail"])
     assert row["etag"].endswith(f"-{-(-size // (8 << 20))}")  # a real multipart upload, verified by HEAD
     print(f"multipart {size / 2**20:.0f} MiB in {report['seconds']:.1f}s, peak RSS growth {growth / 2**20:.1f} MiB")
     assert growth < limit_mb << 20, f"peak RSS grew {growth / 2**20:.1f} MiB for a {size / 2**20:.0f} MiB file"
@@ -271,22 +271,63 @@ def test_an_amr_that_opens_but_does_not_decode_is_undecodable(tmp_path: Path) ->
     assert (row["status"], row["reason"]) == (rs.QUARANTINED, rs.UNDECODABLE)
 
 
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
 @pytest.mark.parametrize(("size", "threshold", "chunk"), [
-    (5000, 8192, 8192),   # single PUT: the file's MD5
-    (5000, 4096, 1024),   # multipart: MD5 of the parts' MD5s, last part short
+    (5000, 8192, 8192),   # single PUT: the file's SHA-256
+    (5000, 4096, 1024),   # multipart: SHA-256 of the parts' SHA-256s, last part short
     (4096, 2048, 1024),   # multipart, an exact number of parts
     (5000, 8192, 1024),   # single PUT spanning several part-sized reads
 ])
-def test_digests_give_the_etag_s3_reports(tmp_path: Path, size: int, threshold: int, chunk: int) -> None:
+def test_digests_give_the_checksum_s3_reports(tmp_path: Path, size: int, threshold: int, chunk: int) -> None:
     data = os.urandom(size)
     path = tmp_path / "blob"
     path.write_bytes(data)
     if size < threshold:
-        etag = hashlib.md5(data).hexdigest()
+        checksum = _b64(hashlib.sha256(data).digest())
     else:
-        parts = [hashlib.md5(data[i:i + chunk]).digest() for i in range(0, size, chunk)]
-        etag = f"{hashlib.md5(b''.join(parts)).hexdigest()}-{len(parts)}"
-    assert rs.digests(path, threshold, chunk) == (hashlib.sha256(data).hexdigest(), size, etag)
+        parts = [hashlib.sha256(data[i:i + chunk]).digest() for i in range(0, size, chunk)]
+        checksum = f"{_b64(hashlib.sha256(b''.join(parts)).digest())}-{len(parts)}"
+    assert rs.digests(path, threshold, chunk) == (hashlib.sha256(data).hexdigest(), size, checksum)
+
+
+def test_a_file_changed_after_hashing_is_refused_by_s3_and_quarantined(
+        s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "growing.wav"
+    link = _link(path, _wav(path, 2), "GROW")
+    hashed = rs.digests
+
+    def then_the_recorder_appends(*args: Any) -> tuple[str, int, str]:
+        digest = hashed(*args)
+        with path.open("r+b") as handle:  # same size, other bytes: the PUT sends what the hash did not see
+            handle.seek(-4, os.SEEK_END)
+            handle.write(b"\x01\x02\x03\x04")
+        return digest
+
+    monkeypatch.setattr(rs, "digests", then_the_recorder_appends)
+    row = rs.stage_recording(s3, link, DAY, SETTINGS).row
+    assert (row["status"], row["reason"]) == (rs.QUARANTINED, rs.UPLOAD_CHECKSUM_MISMATCH)
+    assert "SHA-256" in row["detail"] and "re-run" in row["detail"]
+    assert rs.head_or_none(s3, STAGING_BUCKET, row["key"]) is None  # S3 stored nothing under the hash's key
+    monkeypatch.undo()
+    again = rs.stage_recording(s3, link, DAY, SETTINGS).row  # the re-run stages the file as it now is
+    assert again["status"] == rs.STAGED and again["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_listed_object_with_the_wrong_bytes_is_uploaded_again(s3: Any, tmp_path: Path) -> None:
+    """Same key, same size, other content: only the checksum tells them apart (a HEAD says so)."""
+    day = date(2026, 1, 8)
+    links = _links(tmp_path, 1)
+    manifest, _ = rs.stage_all(s3, links, day, SETTINGS)
+    key, data = manifest["key"][0], (tmp_path / "r0.wav").read_bytes()
+    wrong = data[:-1] + bytes([data[-1] ^ 0xFF])
+    s3.put_object(Bucket=STAGING_BUCKET, Key=key, Body=wrong, ContentType="audio/wav", ServerSideEncryption="AES256",
+                  ChecksumAlgorithm="SHA256", ChecksumSHA256=_b64(hashlib.sha256(wrong).digest()))
+    again, run = rs.stage_all(s3, links, day, SETTINGS)
+    assert (again["status"][0], run.uploaded) == (rs.STAGED, 1)
+    assert s3.get_object(Bucket=STAGING_BUCKET, Key=key)["Body"].read() == data
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -361,7 +402,7 @@ class PagedListing:
 def test_a_listing_follows_its_continuation_tokens() -> None:
     keys = [f"p/{i}.wav" for i in range(5)]
     client = PagedListing(keys, page=2)
-    assert rs.list_present(client, "b", "p/") == {k: (i, f"e{i}") for i, k in enumerate(keys)}
+    assert rs.list_present(client, "b", "p/") == {k: i for i, k in enumerate(keys)}
     assert [c.get("ContinuationToken") for c in client.calls] == [None, "2", "4"]
     assert all((c["Bucket"], c["Prefix"]) == ("b", "p/") for c in client.calls)
 

@@ -237,7 +237,8 @@ class StagedRecordingsConfig(dg.Config):
         default=DEFAULT_REQUESTS_PER_SECOND, ge=0,
         description="S3 requests per second (listing, PUTs, parts, HEADs, retries) shared by all workers; 0: "
                     "unpaced. S3 takes 3,500 writes and 5,500 reads per second per prefix.")
-    multipart_threshold_mb: int = Field(default=8, ge=5, description="Files this large go up in multipart parts.")
+    multipart_threshold_mb: int = Field(
+        default=64, ge=5, description="Files this large go up in 8 MiB multipart parts; smaller ones in one PUT.")
     verify_attempts: int = Field(default=6, ge=1, description="HEADs (exponential backoff) before a PUT counts.")
 
 
@@ -247,14 +248,14 @@ class StagedRecordingsConfig(dg.Config):
     deps=[legacy_interactions],
     kinds={"s3", "pyav", "parquet"},
     pool=GENESYS_API_POOL,
-    code_version="2",
+    code_version="3",
     automation_condition=FOLLOW_UPSTREAM_DAY,
     description=(
         "Every call recording of the day's interactions read from its MediaURI, checked (magic bytes, container, "
         "codec, the WAV header's declared length vs the file, duration vs the database), transcoded to PCM WAV by "
         "PyAV when the Cloud player cannot play it, streamed to the staging bucket under "
-        "recordings/year=/month=/day=/<sha256>.<ext> with exact Content-Type, SSE and retention tags, and verified "
-        "by HEAD with backoff. SASF, zero-byte, truncated and "
+        "recordings/year=/month=/day=/<sha256>.<ext> with exact Content-Type, SSE, retention tags and the SHA-256 "
+        "for S3 to check on receipt, and verified by HEAD (S3's checksum) with backoff. SASF, zero-byte, truncated and "
         f"undecodable files are quarantined. Manifest: {paths.RECORDINGS_MANIFEST}/year=/month=/day=."
     ),
 )
@@ -264,9 +265,8 @@ def staged_recordings(
     day = partition_day(context)
     links = read_required(lake, paths.RECORDING_LINKS, day, "recording_links.parquet", "legacy_interactions")
     calls = links.filter(pl.col("recording_media_type") == "call")
-    threshold = config.multipart_threshold_mb * 1024 * 1024
     settings = StagingSettings(bucket=env_default(config.bucket, "GENESYS_STAGING_BUCKET"),
-                               multipart_threshold=threshold, multipart_chunksize=threshold,
+                               multipart_threshold=config.multipart_threshold_mb * 1024 * 1024,
                                verify_attempts=config.verify_attempts)
     if not settings.bucket:
         raise dg.Failure("No staging bucket: set GENESYS_STAGING_BUCKET or the asset's bucket config")
