@@ -9,12 +9,17 @@ included). The floor is what any client must ask for: one job submit, one status
 counted on the server (the job's own result list: the day's conversations plus the neighbours with activity in
 it, which the asset drops but must still read). The same day is then run with 20 % of requests answered 429
 (Retry-After: 1): wall time vs the fault-free run, and the five tables' bytes must be identical.
+
+Every run is launched as ``analytics_availability_sensor`` launches it: the real sensor is evaluated first (its
+token and watermark requests are the sensor's, made once a tick for every day, and not counted), and the run
+carries the watermark it saw in its tags, so it does not ask for it again. A run launched by hand asks: +1 request.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import os
 import tempfile
 import time
 from collections import Counter
@@ -37,12 +42,13 @@ def child_materialize(args: dict[str, Any]) -> dict[str, Any]:
     from genesys_assets.resources.genesys_cloud import GenesysCloudResource
     from genesys_assets.resources.lake import Lake
     from genesys_assets.resources.pii import PiiHashingResource
+    from genesys_assets.sandbox.genesys_emulator import CLIENT_TUNING
 
     home = Path(args["home"])
     resources = {
         "genesys": GenesysCloudResource(
             api_base_url=args["base_url"], client_id=args["client_id"], client_secret=args["client_secret"],
-            requests_per_second=0.0, job_poll_initial_seconds=0.2, job_poll_max_seconds=2.0),  # definitions.py
+            **CLIENT_TUNING),  # as definitions.py configures it in sandbox mode
         "lake": Lake(base_uri=str(home / "lake")),
         "warehouse": DuckDBResource(database=str(home / "warehouse.duckdb")),
         "pii": PiiHashingResource(hash_key=PII_KEY),
@@ -52,7 +58,7 @@ def child_materialize(args: dict[str, Any]) -> dict[str, Any]:
     if args.get("config"):
         run_config["ops"] = {"conversation_details": {"config": args["config"]}}
     result = dg.materialize([analytics_assets.conversation_details], resources=resources,
-                            partition_key=DAY.isoformat(), run_config=run_config)
+                            partition_key=DAY.isoformat(), run_config=run_config, tags=args["tags"])
     seconds = time.perf_counter() - start
     meta: dict[str, Any] = {}
     for event in result.get_asset_materialization_events():
@@ -86,12 +92,33 @@ def _kind(method: str, path: str) -> str:
     return path.split("?")[0]
 
 
+def _sensor_tags(emulator: Any) -> dict[str, str]:
+    """The tags ``analytics_availability_sensor`` gives its run request for DAY (the real sensor, one tick)."""
+    import dagster as dg
+
+    from genesys_assets.defs.analytics.sensors import START_DATE_ENV, analytics_availability_sensor
+    from genesys_assets.resources.genesys_cloud import GenesysCloudResource
+    from genesys_assets.sandbox.genesys_emulator import CLIENT_TUNING
+
+    genesys = GenesysCloudResource(api_base_url=emulator.base_url, client_id=emulator.client_id,
+                                   client_secret=emulator.client_secret, **CLIENT_TUNING)
+    previous = os.environ.get(START_DATE_ENV)
+    os.environ[START_DATE_ENV] = DAY.isoformat()  # the sensor's start date: DAY is the day it requests first
+    try:
+        with dg.build_sensor_context(resources={"genesys": genesys}) as context:
+            tick = analytics_availability_sensor(context)
+    finally:
+        os.environ.pop(START_DATE_ENV) if previous is None else os.environ.update({START_DATE_ENV: previous})
+    return dict(tick.run_requests[0].tags)
+
+
 def _run(emulator: Any, home: Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    tags = _sensor_tags(emulator)
     emulator.clear_request_log()
     jobs_before = set(emulator.jobs.jobs)
     out = run_child("benchmarks.api:child_materialize", {
         "base_url": emulator.base_url, "client_id": emulator.client_id, "client_secret": emulator.client_secret,
-        "home": str(home), "config": config})
+        "home": str(home), "config": config, "tags": tags})
     log_entries = [e for e in emulator.request_log() if not e["path"].startswith("/__sandbox__")]
     out["http_requests"] = len(log_entries)
     out["by_kind"] = dict(Counter(_kind(e["method"], e["path"]) for e in log_entries))
@@ -151,9 +178,8 @@ def scenario_api(scale: Scale) -> ScenarioResult:
     identical_max = clean["digests"] == max_pages["digests"] == max_faulty["digests"]
     res.ratios = {"requests_vs_floor_at_max_page_size": req_ratio,
                   f"requests_vs_floor_at_page_size_{default_page_size}": ratio(clean["http_requests"], floor),
-                  # the token and the availability check every run must also make (issue 3), on top of the floor
-                  "requests_vs_floor_plus_token_and_watermark_at_max_page_size": ratio(max_pages["http_requests"],
-                                                                                       floor + 2),
+                  # the OAuth token every run must also fetch, on top of the floor
+                  "requests_vs_floor_plus_token_at_max_page_size": ratio(max_pages["http_requests"], floor + 1),
                   "wall_429_vs_fault_free": wall_ratio, "wall_429_vs_fault_free_at_max_page_size": wall_ratio_max}
     res.targets = [
         at_most("requests vs floor", req_ratio, 1.1,
@@ -169,8 +195,9 @@ def scenario_api(scale: Scale) -> ScenarioResult:
     res.notes.append(f"floor {floor}: {floor_pages} result pages for the {sum(returned):,} conversations the job "
                      f"returned (the day's plus neighbours) at {JOB_MAX_PAGE_SIZE:,} (the emulator's maximum page "
                      f"size; Genesys's SDK documents none), {len(returned)} submit + "
-                     f"{len(returned)} poll, 1 sync totalHits query; no token request and no availability check "
-                     "are counted in it, though every run needs both")
+                     f"{len(returned)} poll, 1 sync totalHits query; the OAuth token every run needs is not counted "
+                     "in it; each run is launched as the availability sensor launches it, with the watermark the "
+                     "sensor saw (a run launched by hand asks for it: +1 request)")
     res.notes.append(f"at page_size {JOB_MAX_PAGE_SIZE}: {max_pages['http_requests']} requests "
                      f"{max_pages['by_kind']}; bytes identical to the default run: "
                      f"{max_pages['digests'] == clean['digests']}")

@@ -27,7 +27,9 @@ def _optional(name: str) -> str | None:
 
 
 def build_resources() -> dict[str, dg.ConfigurableResource]:
+    sandbox_tuning: dict[str, float] = {}  # the emulator's client tuning in sandbox mode: see CLIENT_TUNING
     if settings.mode() == settings.SANDBOX:
+        from genesys_assets.sandbox.genesys_emulator import CLIENT_TUNING as sandbox_tuning
         from genesys_assets.sandbox.services import apply_sandbox_env
 
         if not apply_sandbox_env():
@@ -37,12 +39,6 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
                 settings.endpoints_file(),
             )
     home = settings.genesys_home()
-    # The sandbox answers in milliseconds and has no rate limit of its own: poll its jobs quickly, don't throttle.
-    sandbox_tuning = (
-        {"requests_per_second": 0.0, "job_poll_initial_seconds": 0.2, "job_poll_max_seconds": 2.0}
-        if settings.mode() == settings.SANDBOX
-        else {}
-    )
     s3_endpoint = _optional("GENESYS_S3_ENDPOINT_URL")
     return {
         "genesys": GenesysCloudResource(

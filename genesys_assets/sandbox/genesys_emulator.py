@@ -118,6 +118,14 @@ class FaultConfig:
         return out
 
 
+# GenesysCloudResource settings for a client of this emulator (definitions.py in sandbox mode, the API benchmark):
+# no rate limit of the emulator's own to respect, and no job finishes before ``job_delay_seconds``, so the first
+# status poll waits that long (the live default, 10 s doubling to 120 s, fits the real service's jobs).
+CLIENT_TUNING: dict[str, float] = {"requests_per_second": 0.0,
+                                   "job_poll_initial_seconds": FaultConfig.job_delay_seconds,
+                                   "job_poll_max_seconds": 2.0}
+
+
 @dataclass
 class _Token:
     client_id: str

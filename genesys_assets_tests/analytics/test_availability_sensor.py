@@ -11,7 +11,8 @@ import dagster as dg
 import pytest
 
 from genesys_assets.defs.analytics.sensors import START_DATE_ENV, analytics_availability_sensor
-from genesys_assets.lib.analytics_plan import day_bounds
+from genesys_assets.defs.availability import WATERMARK_TAG
+from genesys_assets.lib.analytics_plan import day_bounds, iso
 from genesys_assets.sandbox.genesys_emulator import GenesysEmulator
 from genesys_assets_tests.analytics.conftest import materialize, past_day, resources
 
@@ -59,6 +60,50 @@ def test_a_day_is_refused_then_requested_once_when_complete(emulator: GenesysEmu
 
         ran = materialize(resources(emulator, home), DAY, "conversation_details")
         assert ran.success
+    finally:
+        emulator.set_faults(availability_lag_seconds=6 * 3600)
+
+
+AVAILABILITY = "/api/v2/analytics/conversations/details/jobs/availability"
+
+
+def _availability_requests(emulator: GenesysEmulator) -> int:
+    return sum(e["path"] == AVAILABILITY for e in emulator.request_log())
+
+
+def test_a_run_the_sensor_requested_carries_its_watermark_and_does_not_ask_again(
+        emulator: GenesysEmulator, home: Path, start_date: None) -> None:
+    _, end = day_bounds(DAY)
+    _watermark_at(emulator, end + timedelta(hours=1))
+    try:
+        tick = _tick(emulator, home, (DAY - timedelta(days=1)).isoformat())
+        assert isinstance(tick, dg.SensorResult)
+        [request] = tick.run_requests
+        seen = datetime.fromisoformat(request.tags[WATERMARK_TAG])
+        assert end < seen <= datetime.now(UTC)
+        emulator.clear_request_log()
+        ran = materialize(resources(emulator, home), DAY, "conversation_details", tags=request.tags)
+        assert ran.success and _availability_requests(emulator) == 0
+        assert ran.asset_materializations_for_node("conversation_details")[0].metadata[
+            "data_availability_date"].value == iso(seen)
+    finally:
+        emulator.set_faults(availability_lag_seconds=6 * 3600)
+
+
+@pytest.mark.parametrize("tag", ["not a timestamp", "2001-01-01T00:00:00.000Z", "2999-01-01T00:00:00"])
+def test_a_watermark_tag_that_does_not_prove_the_day_complete_is_checked_with_genesys(
+        emulator: GenesysEmulator, home: Path, tag: str) -> None:
+    """Junk, a watermark before the day's end, or one without a time zone: the run asks Genesys, which here says
+    the day is not complete yet, so nothing is written."""
+    _, end = day_bounds(DAY)
+    _watermark_at(emulator, end - timedelta(hours=2))
+    try:
+        emulator.clear_request_log()
+        refused = materialize(resources(emulator, home), DAY, "conversation_details", raise_on_error=False,
+                              tags={WATERMARK_TAG: tag})
+        assert not refused.success and _availability_requests(emulator) == 1
+        [failure] = [e for e in refused.all_events if e.is_step_failure]
+        assert "not yet available until" in str(failure.step_failure_data.error)
     finally:
         emulator.set_faults(availability_lag_seconds=6 * 3600)
 

@@ -188,7 +188,7 @@ def _extract_details(context: dg.AssetExecutionContext, config: ConversationDeta
                      work: Path) -> dg.MaterializeResult:
     before = client.stats()
     start, end = day_bounds(day)
-    watermark = require_complete_day(client, day, "Conversation details")
+    watermark = require_complete_day(client, day, "Conversation details", context.run.tags)
     total_hits = client.details_query_total_hits(sync_count_body(start, end))
     hasher = pii.hasher()
     passes: list[dict[str, Any]] = []

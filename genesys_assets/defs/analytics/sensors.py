@@ -4,7 +4,8 @@ One request carries the day for both readers of the details API: ``conversation_
 
 Follows the details-job availability watermark (``dataAvailabilityDate``). The cursor is the last day requested;
 each tick requests the days that became complete since, oldest first (run_key = the day, so a day is never
-requested twice even if the cursor were lost), and is quiet when the watermark has not passed a new midnight.
+requested twice even if the cursor were lost), and is quiet when the watermark has not passed a new midnight. Each run
+carries the watermark seen (tag ``genesys/data_availability_date``), so the run need not ask for it again.
 Downstream assets (wrap-up facts, views) follow each day by declarative automation.
 
 Start date: ``GENESYS_ANALYTICS_START_DATE`` (YYYY-MM-DD); unset, the sensor starts a week before the watermark.
@@ -16,6 +17,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from genesys_assets.defs.analytics import assets as analytics_assets
+from genesys_assets.defs.availability import WATERMARK_TAG
 from genesys_assets.defs.messaging import assets as messaging_assets
 from genesys_assets.lib.analytics_plan import days_to_request, iso, last_complete_day
 from genesys_assets.resources.genesys_cloud import GenesysCloudResource
@@ -56,6 +58,7 @@ def analytics_availability_sensor(
                              f"{cursor.isoformat() if cursor else 'nothing yet'}.")
     context.log.info("Watermark %s: requesting %s .. %s", iso(watermark), days[0], days[-1])
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=d.isoformat(), partition_key=d.isoformat()) for d in days],
+        run_requests=[dg.RunRequest(run_key=d.isoformat(), partition_key=d.isoformat(),
+                                   tags={WATERMARK_TAG: iso(watermark)}) for d in days],
         cursor=days[-1].isoformat(),
     )

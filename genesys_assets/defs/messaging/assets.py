@@ -130,7 +130,7 @@ def webchat_archive(
 
     client = genesys.get_client()
     before = client.stats()
-    require_complete_day(client, day, "Web messaging conversations")
+    require_complete_day(client, day, "Web messaging conversations", context.run.tags)
     total_hits = client.details_query_total_hits(query_body(day))
     measured = average_record_bytes(recent_manifests(lake, day))
     bytes_per_record = measured or DEFAULT_BYTES_PER_RECORD
