@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -135,5 +136,8 @@ def test_dev_serves_the_ui_with_the_assets_and_stops_on_ctrl_c(tmp_path: Path) -
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         output, _ = process.communicate(timeout=120)
     assert process.returncode in (0, 130), output
-    assert "Traceback" not in output, output
+    # Ctrl-C reaches the whole process group: a run the sensors launched meanwhile may print the interrupt's
+    # traceback from inside Dagster. None may come from our code.
+    assert not re.search(r'File "[^"]*/genesys_assets/', output), output
+    assert "Dagster services shut down" in output, output
     assert not (home / "sandbox" / "endpoints.json").exists()
