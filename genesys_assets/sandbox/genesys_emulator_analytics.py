@@ -223,21 +223,30 @@ class Analytics:
         self._cache_lock = threading.Lock()
 
     def _candidates(self, days: Iterable[date], keep, selection: Selection) -> list[Ref]:  # type: ignore[no-untyped-def]
+        """(day, row) of each conversation ``keep`` accepts by (start, end) that ``selection`` matches.
+
+        Answered from the day index whenever the media type decides (once per distinct media type, not per row):
+        the job's selection of a 100k-conversation day is then well inside the 0.5 s a job takes at least.
+        """
         out: list[Ref] = []
+        by_index = selection.empty or selection.fast
         for day in days:
             data = self.store.day(day)
             idx = data.index
-            for row in range(len(idx.ids)):
-                if not keep(idx.starts[row], idx.ends[row]):
-                    continue
-                if selection.empty:
-                    out.append((day, row))
-                elif selection.fast:
-                    if selection.matches_fast(idx.media[row]):
-                        out.append((day, row))
-                elif selection.matches(data.conversation(row)):
-                    out.append((day, row))
+            if by_index:
+                media_ok = {m: selection.empty or selection.matches_fast(m) for m in set(idx.media)}
+                out.extend((day, row) for row, (s, e, m) in enumerate(zip(idx.starts, idx.ends, idx.media, strict=True))
+                           if media_ok[m] and keep(s, e))
+            else:
+                out.extend((day, row) for row, (s, e) in enumerate(zip(idx.starts, idx.ends, strict=True))
+                           if keep(s, e) and selection.matches(data.conversation(row)))
         return out
+
+    def _by_start(self, refs: list[Ref], body: dict) -> list[Ref]:
+        """``refs`` in conversation-start order (``order: desc`` reversed), ties in the order found."""
+        starts = {day: self.store.day(day).index.starts for day in {day for day, _ in refs}}
+        refs.sort(key=lambda r: starts[r[0]][r[1]], reverse=body.get("order") == "desc")
+        return refs
 
     def select_async(self, body: dict, watermark_ms: int) -> list[Ref]:
         """Conversations with activity during the interval, known before the watermark, ordered by start."""
@@ -249,8 +258,7 @@ class Analytics:
         def keep(s: int, e: int) -> bool:
             return s < end and e > start and e <= watermark_ms
 
-        refs = self._candidates(days, keep, selection)
-        refs.sort(key=lambda r: self.store.day(r[0]).index.starts[r[1]], reverse=body.get("order") == "desc")
+        refs = self._by_start(self._candidates(days, keep, selection), body)
         limit = body.get("limit")
         if isinstance(limit, int) and limit > 0:
             refs = refs[:limit]
@@ -265,9 +273,7 @@ class Analytics:
         def keep(s: int, e: int) -> bool:
             return s <= now
 
-        refs = self._candidates(days_touching(start, end), keep, selection)
-        refs.sort(key=lambda r: self.store.day(r[0]).index.starts[r[1]], reverse=body.get("order") == "desc")
-        return refs
+        return self._by_start(self._candidates(days_touching(start, end), keep, selection), body)
 
     def _select_sync_cached(self, body: dict) -> list[Ref]:
         """Paging re-asks the same query page after page: keep the last few selections (per minute)."""
