@@ -106,6 +106,25 @@ def run_child(target: str, args: dict[str, Any], *, timeout: float | None = None
     return result
 
 
+def alternating_rounds(rounds: int, variants: dict[str, Callable[[int], dict[str, Any]]]
+                       ) -> tuple[dict[str, dict[str, Any]], str]:
+    """Run each variant ``rounds`` times, alternating (a, b, a, b, ...; the callable gets the round number), and
+    keep each variant's run of median seconds: a run that happened, not an average of runs.
+
+    Why: on this shared 2-core machine a run of 5-15 s swings by +-20 % from one run to the next, so one slow run
+    of either side could decide a ratio. Returns the medians and a note with every round's seconds.
+    """
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    for r in range(rounds):
+        for name, run in variants.items():
+            log(f"  round {r + 1}/{rounds}: {name}")
+            runs[name].append(run(r))
+    medians = {name: sorted(done, key=lambda run: run["seconds"])[len(done) // 2] for name, done in runs.items()}
+    note = (f"{rounds} alternating rounds, the median run of each shown; seconds per round: "
+            + "; ".join(f"{name} {[round(run['seconds'], 2) for run in done]}" for name, done in runs.items()))
+    return medians, note
+
+
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     value = fn()

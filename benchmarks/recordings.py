@@ -35,15 +35,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Scale, ScenarioResult, at_least, bench_home, log, ratio, run_child
+from benchmarks.harness import Scale, ScenarioResult, alternating_rounds, at_least, bench_home, log, ratio, run_child
 
 DAY = date(2024, 3, 5)
 WORKERS = 10  # stage_all's default, and awscli's default max_concurrent_requests
 PLAYABLE = ("pcm16", "mulaw", "alaw", "gsm610")
 TRANSCODE = ("amr_nb", "g726")
-# The upload runs take 4-8 s on the shared 2-core machine and swing by +-30 % from one run to the next; three
-# alternating rounds per side, the median of each reported, keep one slow run from deciding the ratio.
-UPLOAD_ROUNDS = 3
+UPLOAD_ROUNDS = 3  # alternating rounds per side: see benchmarks.harness.alternating_rounds
 
 
 def prepare_recordings(count: int, max_seconds: int) -> Path:
@@ -129,11 +127,6 @@ def child_command(args: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "files": args["files"], "bytes": args["bytes"]}
 
 
-def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run of median seconds (an odd number of rounds: a run that happened, not an average of runs)."""
-    return sorted(runs, key=lambda run: run["seconds"])[len(runs) // 2]
-
-
 def _figures(run: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": round(run["seconds"], 3), "files": run["files"],
             "rows_per_s": round(run["files"] / run["seconds"], 2),
@@ -194,29 +187,27 @@ def scenario_recordings(scale: Scale) -> ScenarioResult:
         left_out = len(_files(root / "playable")) - len(as_is)
         env = {"AWS_ACCESS_KEY_ID": SANDBOX_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SANDBOX_SECRET_KEY,
                "AWS_DEFAULT_REGION": SANDBOX_REGION}
-        rounds: dict[str, list[dict[str, Any]]] = {"ours": [], "aws": []}
-        for r in range(UPLOAD_ROUNDS):  # alternating, each into a fresh bucket: the median of each side is reported
-            log(f"recordings: round {r + 1}/{UPLOAD_ROUNDS}: ours (stage_all) over {len(as_is)} playable files")
-            rounds["ours"].append(_figures(run_child("benchmarks.recordings:child_stage", {
-                **creds, "folder": str(playable), "bucket": f"bench-ours-{r}"}, inputs=(playable,))))
-            if aws:
-                log(f"recordings: round {r + 1}/{UPLOAD_ROUNDS}: baseline aws s3 cp --recursive")
+        variants = {"ours": lambda r: _figures(run_child("benchmarks.recordings:child_stage", {
+            **creds, "folder": str(playable), "bucket": f"bench-ours-{r}"}, inputs=(playable,)))}
+        if aws:
+            def awscli(r: int) -> dict[str, Any]:
                 cmd = [aws, "--endpoint-url", endpoint, "s3", "cp", "--recursive", "--only-show-errors",
                        str(playable), f"s3://bench-aws-{r}/recordings/"]
-                rounds["aws"].append(_figures(run_child("benchmarks.recordings:child_command", {
+                return _figures(run_child("benchmarks.recordings:child_command", {
                     "commands": [cmd], "env": env, "files": len(as_is), "bytes": playable_bytes},
-                    inputs=(playable,))))
-        ours = _median_run(rounds["ours"])
+                    inputs=(playable,)))
+            variants["aws s3 cp"] = awscli
+        log(f"recordings: ours (stage_all) and aws s3 cp over {len(as_is)} playable files, each into a fresh bucket")
+        medians, rounds_note = alternating_rounds(UPLOAD_ROUNDS, variants)
+        ours = medians["ours"]
         res.figures = {"upload": ours}
         res.notes.append(f"upload: the {len(as_is)} files the asset stages unchanged (PCM, mu-law, A-law; it "
                          f"transcoded {ours['transcoded']} of them); the {left_out} GSM 6.10 WAVs the sandbox files "
                          "as playable are in neither side: the asset transcodes them to PCM (issue 4)")
-        base = _median_run(rounds["aws"]) if aws else None
+        base = medians.get("aws s3 cp")
+        res.notes.append(f"upload: {rounds_note}")
         if base:
             res.baselines["aws_s3_cp"] = base
-            res.notes.append(f"upload: {UPLOAD_ROUNDS} alternating rounds, the median of each side shown; seconds "
-                             f"per round: ours {[r['seconds'] for r in rounds['ours']]}, awscli "
-                             f"{[r['seconds'] for r in rounds['aws']]}")
         else:
             res.notes.append("awscli not installed: `uv sync --group bench` (see benchmarks/README.md)")
         log(f"recordings: ours transcoding {len(transcode_files)} files (PyAV in process)")
