@@ -5,8 +5,8 @@ the player plays as-is; AMR-NB and G.726 that must be transcoded), durations spr
 maximum (10 min at large).
 
 * Upload: ours = ``stage_all`` (the staged_recordings asset's path and defaults: probe from the WAV header or by
-  decoding, content-hash key, SHA-256 for S3 to check, SSE, tags, one listing, HEAD verify of S3's checksum; 10
-  workers, the default request rate) over the
+  decoding, content-hash key, SHA-256 for S3 to check, SSE, tags, one listing before and one confirming the uploads
+  after; 10 workers, the default request rate) over the
   already-playable files, vs ``aws s3 cp --recursive`` of the same files to the same endpoint (awscli's default 10
   concurrent requests). Target: ours >= 1x awscli. "HTTP req" is every S3 request ours sent (listing, PUTs,
   parts, HEADs). "Already playable" is what the asset stages unchanged (PCM, mu-law, A-law WAV): the sandbox's
@@ -234,6 +234,6 @@ def scenario_recordings(scale: Scale) -> ScenarioResult:
     tr = ratio(base_tr["seconds"], ours_tr["seconds"]) if base_tr else None
     res.ratios = {"upload_speed_vs_awscli": up, "transcode_speed_vs_ffmpeg": tr}
     res.targets = [at_least("upload vs aws s3 cp --recursive", up, 1,
-                            note="ours also probes, hashes, tags, encrypts, lists and HEAD-verifies"),
+                            note="ours also probes, hashes, tags, encrypts, and lists before and after"),
                    at_least("transcode vs one ffmpeg per file", tr, 2)]
     return res

@@ -20,10 +20,13 @@ under a content-hash key, verify by HEAD before it counts. No Dagster here: the 
   threshold (64 MiB: a 10-minute 8 kHz PCM call is ~10 MB), otherwise boto3's managed transfer, SHA-256 per
   part, parts of ``multipart_chunksize`` read one at a time. What is already there comes from one listing of the
   day's prefix, not a HEAD per file.
-* **Verify**: HEAD (checksum mode) with exponential backoff until size, S3's SHA-256 checksum (the file's, or for
-  a multipart upload the SHA-256 of its parts' SHA-256s, ``-N``, computed locally in the same pass), Content-Type
-  and encryption match (seed 000: storage is eventually consistent; a reference to an object not yet visible is
-  an orphaned link). The hash the key is named by is the hash S3 verified: no second digest (MD5 ETag) needed.
+* **Verify** (seed 000: storage is eventually consistent; a reference to an object not yet visible is an orphaned
+  link): S3's answer to a single PUT carries the SHA-256 it checked the bytes against and the encryption, and one
+  listing of the day after the uploads shows each key with its size (a request per 1,000 keys, not a HEAD per
+  file). A key the listing does not show, a multipart upload, or an answer without the checksum gets a HEAD
+  (checksum mode) with exponential backoff until size, S3's SHA-256 checksum (the file's, or for a multipart
+  upload the SHA-256 of its parts' SHA-256s, ``-N``, computed locally in the same pass), Content-Type and
+  encryption match. The hash the key is named by is the hash S3 verified: no second digest (MD5 ETag) needed.
 * **Pacing**: every S3 request of a run (listing, PUT, parts, HEAD, retries) takes a slot of one shared rate
   limit. The default stays well under S3's documented 3,500 writes and 5,500 reads per second per prefix.
 """
@@ -558,6 +561,8 @@ class StageResult:
     uploaded: bool = False
     verify_attempts: int = 0
     seconds: float = 0.0
+    # (key, size, checksum, content type) of an upload S3 accepted whose visibility stage_all still confirms
+    unconfirmed: tuple[str, int, str, str] | None = None
 
 
 @dataclass
@@ -574,16 +579,16 @@ class StagingRun:
 
 
 def upload(s3: Any, path: Path, bucket: str, key: str, extra: dict[str, Any], settings: StagingSettings,
-           size: int, sha256_hex: str) -> None:
+           size: int, sha256_hex: str) -> dict | None:
     """Stream ``path`` (``size`` bytes) to S3 with SHA-256 checksums for S3 to check on receipt: one PUT below the
-    threshold, else a multipart upload one part at a time (SHA-256 per part). A refused checksum quarantines."""
+    threshold (its response returned), else a multipart upload one part at a time (SHA-256 per part; None). A
+    refused checksum quarantines."""
     extra = {**extra, "ChecksumAlgorithm": "SHA256"}
     try:
         if size < settings.multipart_threshold:
             checksum = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
             with open(path, "rb") as handle:
-                s3.put_object(Bucket=bucket, Key=key, Body=handle, ChecksumSHA256=checksum, **extra)
-            return
+                return s3.put_object(Bucket=bucket, Key=key, Body=handle, ChecksumSHA256=checksum, **extra)
         from boto3.s3.transfer import TransferConfig
 
         config = TransferConfig(multipart_threshold=settings.multipart_threshold,
@@ -591,6 +596,7 @@ def upload(s3: Any, path: Path, bucket: str, key: str, extra: dict[str, Any], se
                                 use_threads=False)
         with open(path, "rb") as handle:
             s3.upload_fileobj(handle, bucket, key, ExtraArgs={**extra, "ChecksumType": "COMPOSITE"}, Config=config)
+        return None
     except Exception as exc:  # botocore ClientError (or s3transfer's wrapper of one)
         cause = exc.__cause__ or exc.__context__ or exc
         if "BadDigest" not in (_error_code(exc), _error_code(cause)):
@@ -610,6 +616,9 @@ def stage_recording(s3: Any, link: dict[str, Any], day: date, settings: StagingS
     ``present`` is the day's listing (key -> size): a key absent from it is uploaded without asking, one listed
     with the same size gets the verifying HEAD (checksum, type, encryption), and is uploaded again only if that
     disagrees. Without a listing, a HEAD decides.
+    With a listing, a single PUT whose response carries the file's checksum and the encryption (S3 stored exactly
+    these bytes) is left ``unconfirmed``: :func:`stage_all` confirms every such upload with one listing of the day
+    instead of a HEAD each, and counts it then. Otherwise the upload is HEAD-verified here.
     ``transcoder`` runs the transcode in a worker process; without one it runs in this thread.
     """
     started = time.monotonic()
@@ -652,21 +661,61 @@ def stage_recording(s3: Any, link: dict[str, Any], day: date, settings: StagingS
             else:
                 extra = {"ContentType": content_type, "ServerSideEncryption": "AES256", "Tagging": tags,
                          "Metadata": {"sha256": sha, "legacy-recording-id": link["recording_id"]}}
-                upload(s3, upload_path, settings.bucket, key, extra, settings, size, sha)
+                put = upload(s3, upload_path, settings.bucket, key, extra, settings, size, sha)
                 result.uploaded = True
-                result.verify_attempts, head = verify_upload(s3, settings.bucket, key, size, checksum,
-                                                             content_type, settings)
+                if present is not None and put is not None and _put_matches(put, checksum):
+                    result.unconfirmed, head = (key, size, checksum, content_type), put
+                else:
+                    result.verify_attempts, head = verify_upload(s3, settings.bucket, key, size, checksum,
+                                                                 content_type, settings)
             row["etag"] = str(head["ETag"]).strip('"')  # S3's, as verified: for inventories and reconciliations
         row["status"] = STAGED
-        with run.lock:
-            run.uploaded += int(result.uploaded)
-            run.already_present += int(not result.uploaded)
-            run.bytes_uploaded += size if result.uploaded else 0
-            run.verify_retries += result.verify_attempts - 1
+        if result.unconfirmed is None:
+            _count(run, result)
     except RecordingProblem as problem:
         row.update(status=QUARANTINED, reason=problem.reason, detail=problem.detail)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _put_matches(response: dict, checksum: str) -> bool:
+    """S3 answered the PUT with the checksum it verified the bytes against, and encrypted them."""
+    return response.get("ChecksumSHA256") == checksum and response.get("ServerSideEncryption") == "AES256"
+
+
+def _count(run: StagingRun, result: StageResult) -> None:
+    with run.lock:
+        run.uploaded += int(result.uploaded)
+        run.already_present += int(not result.uploaded)
+        run.bytes_uploaded += result.row["bytes"] if result.uploaded else 0
+        run.verify_retries += max(0, result.verify_attempts - 1)
+
+
+def confirm_uploads(s3: Any, results: list[StageResult], day: date, settings: StagingSettings, run: StagingRun,
+                    pool: ThreadPoolExecutor) -> None:
+    """Confirm the ``unconfirmed`` uploads are visible with one listing of the day (a request per 1,000 keys); a
+    key the listing does not show, or shows with another size, is HEAD-verified with backoff and quarantined as
+    ``upload_unverified`` if it never matches (seed 000: nothing may link an object readers cannot see)."""
+    waiting = [r for r in results if r.unconfirmed is not None]
+    if not waiting:
+        return
+    listed = list_present(s3, settings.bucket, day_prefix(day)) or {}
+
+    def confirm(result: StageResult) -> None:
+        key, size, checksum, content_type = result.unconfirmed  # type: ignore[misc]
+        result.unconfirmed = None
+        if listed.get(key) == size:
+            result.verify_attempts = 1  # the listing
+        else:
+            try:
+                result.verify_attempts, _ = verify_upload(s3, settings.bucket, key, size, checksum, content_type,
+                                                          settings)
+            except RecordingProblem as problem:
+                result.row.update(status=QUARANTINED, reason=problem.reason, detail=problem.detail)
+                return
+        _count(run, result)
+
+    list(pool.map(confirm, waiting))
 
 
 @contextmanager
@@ -697,6 +746,7 @@ def stage_all(s3: Any, links: list[dict[str, Any]], day: date, settings: Staging
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="stage-recording") as pool:
             results = list(pool.map(lambda link: stage_recording(s3, link, day, settings, run, present,
                                                                  transcoder), links))
+            confirm_uploads(s3, results, day, settings, run, pool)
     manifest = pl.DataFrame([r.row for r in results], schema=MANIFEST_SCHEMA).sort("recording_id")
     return manifest, run
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import io
 import logging
+import re
 import threading
 import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import unquote_plus
 
 import boto3
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
@@ -26,9 +29,10 @@ STAGING_BUCKET = "genesys-recordings-staging"
 
 
 class HeadLag:
-    """WSGI middleware: after each PUT of a key, its next ``lag`` HEADs answer 404 (read-after-write lag).
+    """WSGI middleware: after each PUT of a key, its next ``lag`` HEADs answer 404 and, until they have, the
+    bucket's listings leave it out (read-after-write lag).
 
-    The eventual visibility a HEAD-verifying uploader must wait out; ``lag = 0`` (the default) is off.
+    The eventual visibility a verifying uploader must wait out; ``lag = 0`` (the default) is off.
     """
 
     def __init__(self, app: Callable) -> None:
@@ -40,17 +44,49 @@ class HeadLag:
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO", "")
+        query = environ.get("QUERY_STRING", "")
         with self._lock:
-            if method == "PUT" and self.lag and "uploadId" not in environ.get("QUERY_STRING", ""):
+            if method == "PUT" and self.lag and "uploadId" not in query:
                 self._pending[path] = self.lag
-            elif method == "POST" and self.lag and "uploadId" in environ.get("QUERY_STRING", ""):
+            elif method == "POST" and self.lag and "uploadId" in query:
                 self._pending[path] = self.lag  # a completed multipart upload
             elif method == "HEAD" and self._pending.get(path, 0) > 0:
                 self._pending[path] -= 1
                 self.misses += 1
                 start_response("404 Not Found", [("Content-Length", "0")])
                 return [b""]
+            elif method == "GET" and "list-type=2" in query:
+                bucket = path.rstrip("/") + "/"
+                hidden = {p[len(bucket):] for p, n in self._pending.items() if n > 0 and p.startswith(bucket)}
+                if hidden:
+                    return self._listing_without(environ, start_response, hidden)
         return self.app(environ, start_response)
+
+    def _listing_without(self, environ: dict, start_response: Callable, hidden: set[str]) -> Iterable[bytes]:
+        answer: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable:
+            answer.update(status=status, headers=headers)
+            return lambda data: None
+
+        body = b"".join(self.app(environ, capture))
+        encoded = "encoding-type=url" in environ.get("QUERY_STRING", "")
+        kept = re.sub(rb"<Contents>.*?</Contents>",
+                      lambda m: b"" if _listed_key(m.group(0), encoded) in hidden else m.group(0), body,
+                      flags=re.DOTALL)
+        dropped = body.count(b"<Contents>") - kept.count(b"<Contents>")
+        kept = re.sub(rb"<KeyCount>(\d+)</KeyCount>",
+                      lambda m: b"<KeyCount>%d</KeyCount>" % (int(m.group(1)) - dropped), kept)
+        headers = [(k, str(len(kept)) if k.lower() == "content-length" else v) for k, v in answer["headers"]]
+        start_response(answer["status"], headers)
+        return [kept]
+
+
+def _listed_key(contents: bytes, url_encoded: bool) -> str:
+    """The key of one listed object (``encoding-type=url``: percent-encoded, as botocore asks by default)."""
+    match = re.search(rb"<Key>(.*?)</Key>", contents, flags=re.DOTALL)
+    key = html.unescape(match.group(1).decode()) if match else ""
+    return unquote_plus(key) if url_encoded else key
 
 
 def _sha256(body: bytes) -> bytes:

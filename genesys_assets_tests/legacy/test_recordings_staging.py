@@ -343,7 +343,7 @@ def test_a_rerun_lists_once_and_only_verifies(s3: Any, tmp_path: Path) -> None:
     day = date(2026, 1, 2)
     links = _links(tmp_path, 3)
     first, run1 = rs.stage_all(s3, links, day, SETTINGS, workers=3)
-    assert (run1.listed, run1.uploaded, run1.requests) == (True, 3, 1 + 3 * 2)  # LIST, then PUT + HEAD each
+    assert (run1.listed, run1.uploaded, run1.requests) == (True, 3, 1 + 3 + 1)  # LIST, a PUT each, LIST confirming
     second, run2 = rs.stage_all(s3, links, day, SETTINGS, workers=3)
     assert (run2.uploaded, run2.already_present, run2.requests) == (0, 3, 1 + 3)  # LIST, then one HEAD each
     assert first.equals(second)
@@ -357,8 +357,71 @@ def test_a_listed_object_whose_head_disagrees_is_uploaded_again(s3: Any, tmp_pat
     s3.put_object(Bucket=STAGING_BUCKET, Key=key, Body=Path(tmp_path / "r0.wav").read_bytes(),
                   ContentType="application/octet-stream", ServerSideEncryption="AES256")  # same bytes, wrong type
     again, run = rs.stage_all(s3, links, day, SETTINGS)
-    assert (again["status"][0], run.uploaded, run.requests) == (rs.STAGED, 1, 1 + 3)  # LIST, HEAD, PUT, HEAD
+    assert (again["status"][0], run.uploaded, run.requests) == (rs.STAGED, 1, 1 + 3)  # LIST, HEAD, PUT, LIST
     assert s3.head_object(Bucket=STAGING_BUCKET, Key=key)["ContentType"] == "audio/wav"
+
+
+class UnlistedUploads(LaggingHeads):
+    """The day's first listing as S3 gives it; later listings leave out what this run uploaded (a listing that
+    lags the PUTs), and HEADs of a key answer 404 ``lag`` times."""
+
+    def __init__(self, client: Any, lag: int) -> None:
+        super().__init__(client, lag)
+        self.listings = 0
+        self.put_keys: set[str] = set()
+
+    def put_object(self, **kw: Any) -> dict:
+        self.put_keys.add(kw["Key"])
+        return self._client.put_object(**kw)
+
+    def list_objects_v2(self, **kw: Any) -> dict:
+        self.listings += 1
+        page = self._client.list_objects_v2(**kw)
+        if self.listings > 1:
+            page["Contents"] = [o for o in page.get("Contents", ()) if o["Key"] not in self.put_keys]
+        return page
+
+
+def test_uploads_are_confirmed_by_one_listing_not_a_head_each(s3: Any, tmp_path: Path) -> None:
+    manifest, run = rs.stage_all(s3, _links(tmp_path, 4), date(2026, 1, 10), SETTINGS)
+    assert manifest["status"].to_list() == [rs.STAGED] * 4
+    assert (run.uploaded, run.verify_retries, run.requests) == (4, 0, 1 + 4 + 1)  # LIST, the PUTs, one LIST
+    for row in manifest.iter_rows(named=True):
+        head = s3.head_object(Bucket=STAGING_BUCKET, Key=row["key"], ChecksumMode="ENABLED")
+        assert head["ETag"].strip('"') == row["etag"] and head["ContentLength"] == row["bytes"]
+
+
+def test_an_upload_the_listing_does_not_show_is_headed_until_visible(s3: Any, tmp_path: Path) -> None:
+    client = UnlistedUploads(s3, lag=1)  # and its first HEAD answers 404
+    settings = rs.StagingSettings(bucket=STAGING_BUCKET, verify_base_seconds=0.01)
+    manifest, run = rs.stage_all(client, _links(tmp_path, 2), date(2026, 1, 11), settings)
+    assert manifest["status"].to_list() == [rs.STAGED] * 2
+    assert sorted(client.heads.values()) == [2, 2]  # backoff: 404, then visible
+    assert (run.uploaded, run.verify_retries, run.bytes_uploaded) == (2, 2, sum(manifest["bytes"]))
+
+
+def test_an_upload_never_visible_after_the_listing_is_quarantined_and_not_counted(s3: Any, tmp_path: Path) -> None:
+    client = UnlistedUploads(s3, lag=100)
+    settings = rs.StagingSettings(bucket=STAGING_BUCKET, verify_attempts=3, verify_base_seconds=0.01)
+    manifest, run = rs.stage_all(client, _links(tmp_path, 1), date(2026, 1, 12), settings)
+    row = manifest.row(0, named=True)
+    assert (row["status"], row["reason"]) == (rs.QUARANTINED, rs.UPLOAD_UNVERIFIED)
+    assert "after 3 HEADs" in row["detail"]
+    assert (run.uploaded, run.already_present, run.bytes_uploaded) == (0, 0, 0)
+
+
+class NoChecksumEcho(LaggingHeads):
+    """An S3-compatible store whose PUT answer leaves out the checksum: nothing says what it stored."""
+
+    def put_object(self, **kw: Any) -> dict:
+        return {k: v for k, v in self._client.put_object(**kw).items() if k != "ChecksumSHA256"}
+
+
+def test_a_put_answer_without_the_checksum_is_verified_by_head(s3: Any, tmp_path: Path) -> None:
+    client = NoChecksumEcho(s3, lag=0)
+    manifest, run = rs.stage_all(client, _links(tmp_path, 1), date(2026, 1, 13), SETTINGS)
+    assert manifest["status"].to_list() == [rs.STAGED] and client.heads == {manifest["key"][0]: 1}
+    assert run.requests == 1 + 1 + 1  # LIST, PUT, HEAD: no confirming listing
 
 
 class NoListing(LaggingHeads):
@@ -422,17 +485,17 @@ def test_a_retried_request_takes_a_slot_and_is_counted(s3: Any, tmp_path: Path) 
     finally:
         s3.meta.events.unregister("before-send.s3", drop_first_put)
     assert manifest["status"].to_list() == [rs.STAGED] and len(attempts) == 2
-    assert run.requests == 1 + 2 + 1  # LIST, the dropped PUT and its retry, HEAD
+    assert run.requests == 1 + 2 + 1  # LIST, the dropped PUT and its retry, the confirming LIST
 
 
 def test_every_request_takes_a_slot_of_the_shared_rate_limit(s3: Any, tmp_path: Path) -> None:
     links = _links(tmp_path, 2)
     started = time.monotonic()
     _, run = rs.stage_all(s3, links, date(2026, 1, 6), SETTINGS, workers=2, requests_per_second=10)
-    assert run.requests == 5  # LIST, PUT + HEAD twice
-    assert time.monotonic() - started >= 0.4 - 0.01  # the first slot is free, then one every 100 ms
+    assert run.requests == 4  # LIST, two PUTs, the confirming LIST
+    assert time.monotonic() - started >= 0.3 - 0.01  # the first slot is free, then one every 100 ms
     s3.head_bucket(Bucket=STAGING_BUCKET)
-    assert run.requests == 5  # the pacing hook left the caller's client when the run ended
+    assert run.requests == 4  # the pacing hook left the caller's client when the run ended
 
 
 def test_a_single_put_carries_the_sha256_for_s3_to_check(s3: Any, tmp_path: Path) -> None:

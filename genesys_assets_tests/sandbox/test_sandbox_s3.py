@@ -65,3 +65,23 @@ def test_a_multipart_objects_composite_checksum_carries_its_part_count_on_head_a
     s3.put_object(Bucket=BUCKET, Key="multi", Body=b"small now", ChecksumAlgorithm="SHA256")  # replaced by one PUT
     assert s3.head_object(Bucket=BUCKET, Key="multi", ChecksumMode="ENABLED")["ChecksumSHA256"] == _b64(
         hashlib.sha256(b"small now").digest())
+
+
+def test_an_object_in_its_visibility_lag_is_missing_from_heads_and_listings_alike() -> None:
+    with SandboxS3(buckets=(BUCKET,)) as server:
+        s3 = server.client()
+        server.set_head_lag(2)
+        s3.put_object(Bucket=BUCKET, Key="day/a b=1.wav", Body=b"late")  # percent-encoded in listings
+        server.set_head_lag(0)
+        s3.put_object(Bucket=BUCKET, Key="day/now.wav", Body=b"now")
+
+        def listed() -> list[str]:
+            page = s3.list_objects_v2(Bucket=BUCKET, Prefix="day/")
+            assert page["KeyCount"] == len(page.get("Contents", []))
+            return [o["Key"] for o in page.get("Contents", [])]
+
+        assert listed() == ["day/now.wav"]
+        for _ in range(2):
+            with pytest.raises(ClientError):
+                s3.head_object(Bucket=BUCKET, Key="day/a b=1.wav")
+        assert listed() == ["day/a b=1.wav", "day/now.wav"] and server.head_misses == 2

@@ -255,7 +255,8 @@ class StagedRecordingsConfig(dg.Config):
         "codec, the WAV header's declared length vs the file, duration vs the database), transcoded to PCM WAV by "
         "PyAV when the Cloud player cannot play it, streamed to the staging bucket under "
         "recordings/year=/month=/day=/<sha256>.<ext> with exact Content-Type, SSE, retention tags and the SHA-256 "
-        "for S3 to check on receipt, and verified by HEAD (S3's checksum) with backoff. SASF, zero-byte, truncated and "
+        "for S3 to check on receipt, and confirmed visible by one listing of the day (HEAD with backoff for any key it "
+        "does not show). SASF, zero-byte, truncated and "
         f"undecodable files are quarantined. Manifest: {paths.RECORDINGS_MANIFEST}/year=/month=/day=."
     ),
 )
