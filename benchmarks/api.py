@@ -108,7 +108,10 @@ def _sensor_tags(emulator: Any) -> dict[str, str]:
         with dg.build_sensor_context(resources={"genesys": genesys}) as context:
             tick = analytics_availability_sensor(context)
     finally:
-        os.environ.pop(START_DATE_ENV) if previous is None else os.environ.update({START_DATE_ENV: previous})
+        if previous is None:
+            del os.environ[START_DATE_ENV]
+        else:
+            os.environ[START_DATE_ENV] = previous
     return dict(tick.run_requests[0].tags)
 
 

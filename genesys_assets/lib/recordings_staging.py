@@ -561,8 +561,8 @@ class StageResult:
     uploaded: bool = False
     verify_attempts: int = 0
     seconds: float = 0.0
-    # (key, size, checksum, content type) of an upload S3 accepted whose visibility stage_all still confirms
-    unconfirmed: tuple[str, int, str, str] | None = None
+    # The S3 checksum of an upload S3 accepted whose visibility stage_all still confirms (key etc. are in row)
+    unconfirmed: str | None = None
 
 
 @dataclass
@@ -597,9 +597,8 @@ def upload(s3: Any, path: Path, bucket: str, key: str, extra: dict[str, Any], se
         with open(path, "rb") as handle:
             s3.upload_fileobj(handle, bucket, key, ExtraArgs={**extra, "ChecksumType": "COMPOSITE"}, Config=config)
         return None
-    except Exception as exc:  # botocore ClientError (or s3transfer's wrapper of one)
-        cause = exc.__cause__ or exc.__context__ or exc
-        if "BadDigest" not in (_error_code(exc), _error_code(cause)):
+    except Exception as exc:  # botocore ClientError (upload_fileobj re-raises its parts' errors as they are)
+        if _error_code(exc) != "BadDigest":
             raise
         raise RecordingProblem(UPLOAD_CHECKSUM_MISMATCH, f"S3 refused s3://{bucket}/{key}: the bytes it received "
                                "do not match the SHA-256 taken before the upload (the file changed while it was "
@@ -664,7 +663,7 @@ def stage_recording(s3: Any, link: dict[str, Any], day: date, settings: StagingS
                 put = upload(s3, upload_path, settings.bucket, key, extra, settings, size, sha)
                 result.uploaded = True
                 if present is not None and put is not None and _put_matches(put, checksum):
-                    result.unconfirmed, head = (key, size, checksum, content_type), put
+                    result.unconfirmed, head = checksum, put
                 else:
                     result.verify_attempts, head = verify_upload(s3, settings.bucket, key, size, checksum,
                                                                  content_type, settings)
@@ -702,14 +701,14 @@ def confirm_uploads(s3: Any, results: list[StageResult], day: date, settings: St
     listed = list_present(s3, settings.bucket, day_prefix(day)) or {}
 
     def confirm(result: StageResult) -> None:
-        key, size, checksum, content_type = result.unconfirmed  # type: ignore[misc]
+        row, checksum = result.row, result.unconfirmed
         result.unconfirmed = None
-        if listed.get(key) == size:
+        if listed.get(row["key"]) == row["bytes"]:
             result.verify_attempts = 1  # the listing
         else:
             try:
-                result.verify_attempts, _ = verify_upload(s3, settings.bucket, key, size, checksum, content_type,
-                                                          settings)
+                result.verify_attempts, _ = verify_upload(s3, settings.bucket, row["key"], row["bytes"],
+                                                          checksum, row["content_type"], settings)
             except RecordingProblem as problem:
                 result.row.update(status=QUARANTINED, reason=problem.reason, detail=problem.detail)
                 return

@@ -59,10 +59,11 @@ class HeadLag:
                 bucket = path.rstrip("/") + "/"
                 hidden = {p[len(bucket):] for p, n in self._pending.items() if n > 0 and p.startswith(bucket)}
                 if hidden:
-                    return self._listing_without(environ, start_response, hidden)
+                    return self._listing_without(environ, start_response, hidden, "encoding-type=url" in query)
         return self.app(environ, start_response)
 
-    def _listing_without(self, environ: dict, start_response: Callable, hidden: set[str]) -> Iterable[bytes]:
+    def _listing_without(self, environ: dict, start_response: Callable, hidden: set[str],
+                         encoded: bool) -> Iterable[bytes]:
         answer: dict[str, Any] = {}
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable:
@@ -70,7 +71,6 @@ class HeadLag:
             return lambda data: None
 
         body = b"".join(self.app(environ, capture))
-        encoded = "encoding-type=url" in environ.get("QUERY_STRING", "")
         kept = re.sub(rb"<Contents>.*?</Contents>",
                       lambda m: b"" if _listed_key(m.group(0), encoded) in hidden else m.group(0), body,
                       flags=re.DOTALL)

@@ -601,3 +601,22 @@ def test_amr_packets_hold_whole_frames_across_read_blocks(tmp_path: Path, monkey
     _wav(wav, 1)
     with pytest.raises(rs.RecordingProblem):
         list(rs.amr_nb_packets(wav))
+
+
+def test_a_part_damaged_in_transit_is_refused_by_s3_and_quarantined(s3: Any, tmp_path: Path) -> None:
+    """A multipart upload: boto3 checksums each part as it reads it; a part altered on the way is refused."""
+    path = tmp_path / "parts.wav"
+    link = _link(path, _wav(path, 700), "PARTS")  # 11.2 MB: three parts of 5 MiB
+
+    def damage(request: Any, **_: Any) -> None:
+        body = request.body.read() if hasattr(request.body, "read") else request.body
+        request.body = bytes([body[0] ^ 0xFF]) + body[1:]
+
+    s3.meta.events.register("before-send.s3.UploadPart", damage)
+    try:
+        settings = rs.StagingSettings(bucket=STAGING_BUCKET, multipart_threshold=5 << 20, multipart_chunksize=5 << 20)
+        row = rs.stage_recording(s3, link, DAY, settings).row
+    finally:
+        s3.meta.events.unregister("before-send.s3.UploadPart", damage)
+    assert (row["status"], row["reason"]) == (rs.QUARANTINED, rs.UPLOAD_CHECKSUM_MISMATCH)
+    assert rs.head_or_none(s3, STAGING_BUCKET, row["key"]) is None
