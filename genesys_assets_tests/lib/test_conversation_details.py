@@ -415,7 +415,7 @@ def test_a_repeat_of_an_already_written_conversation_rewrites_the_day_to_the_sam
 def test_a_rewrite_picking_survivors_in_several_partitions_writes_the_same_bytes(
         emulator_pages: list[bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pages = [*emulator_pages[:6], emulator_pages[0]]
-    whole, whole_bytes = _day(pages, tmp_path / "whole", batch_conversations=10_000)
+    _, whole_bytes = _day(pages, tmp_path / "whole", batch_conversations=10_000)
     monkeypatch.setattr("genesys_assets.lib.conversation_details._SELECT_ROWS", 1_500)  # 5 hash partitions
     parted, parted_bytes = _day(pages, tmp_path / "parted", batch_conversations=1_000)
     assert parted.rewritten and parted_bytes == whole_bytes
