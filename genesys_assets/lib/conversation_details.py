@@ -496,7 +496,7 @@ def _flatten_frames(table: pa.Table | pl.DataFrame, day: date, hasher: AddressHa
     mrows, m = _explode(pa.table({"_srow": srow, "_keep": skeys.column("_keep")}), s["metrics"])
 
     def kept(df: pl.DataFrame) -> pl.DataFrame:
-        return df.filter(pl.col("_keep")).drop("_keep")
+        return df.filter(pl.col("_keep")).drop("_keep") if dropped else df.drop("_keep")  # neighbours are rare
 
     parts = kept(_pl(pkeys, {k: p[k] for k in p if k != "sessions"}))
     sessions = kept(_pl(skeys, {k: s[k] for k in s if k not in ("segments", "metrics")}).with_columns(
