@@ -17,7 +17,6 @@ ID_MAP_TARGETS_PATH = "legacy/id_maps/targets.json"
 RECORDINGS_MANIFEST = "legacy/recordings_manifest"
 INGEST_LEDGER = "legacy/ingest_ledger"
 INGEST_BATCHES = "legacy/ingest_batches"
-PARQUET_OPTIONS = {"compression": "zstd"}
 
 
 def quarantine_base(source: str) -> str:
@@ -40,7 +39,7 @@ def write_day(lake: object, base: str, day: date, name: str, frame: pl.DataFrame
     ``summary`` (the run's settings and counts) goes beside it as ``_summary.json``, which Parquet readers skip.
     """
     with lake.replace_partition(partition_prefix(base, day)) as writer:  # type: ignore[attr-defined]
-        size = writer.write_parquet(name, frame.to_arrow(), **PARQUET_OPTIONS)
+        size = writer.write_parquet(name, frame)
         if summary is not None:
             writer.write_bytes(SUMMARY_FILE, orjson.dumps(summary, option=orjson.OPT_SORT_KEYS))
         return size

@@ -313,7 +313,7 @@ def wrapup_codes(
         dimension.filter(~pl.col("is_current")), on="wrap_up_code_id", how="semi"
     ).height
     deleted = new_rows.filter(pl.col("is_deleted")).height
-    size = lake.write_parquet(WRAPUP_CODES_PATH, dimension.to_arrow(), compression="zstd")
+    size = lake.write_parquet(WRAPUP_CODES_PATH, dimension)
     with warehouse.get_connection() as connection:
         replace_table(connection, "wrapup_codes", dimension.to_arrow())
     context.log.info(

@@ -187,7 +187,7 @@ def id_maps(
     )
     targets = {"fallback_user_id": maps.fallback_user_id, "fallback_user_name": maps.fallback_user_name,
                "default_queue_id": maps.default_queue_id, "default_queue_name": maps.default_queue_name}
-    size = lake.write_parquet(paths.ID_MAPS_PATH, maps.maps.to_arrow(), **paths.PARQUET_OPTIONS)
+    size = lake.write_parquet(paths.ID_MAPS_PATH, maps.maps)
     lake.write_bytes(paths.ID_MAP_TARGETS_PATH, orjson.dumps(targets, option=orjson.OPT_SORT_KEYS))
     with warehouse.get_connection() as connection:
         replace_table(connection, "legacy_id_maps", maps.maps.to_arrow())
@@ -404,7 +404,7 @@ def cloud_interactions(
         paths.write_day(lake, paths.INGEST_LEDGER, day, "ledger.parquet", ledger),
         paths.write_day(lake, paths.quarantine_base("cloud"), day, "quarantine.parquet", cloud_quarantine),
         lake.write_parquet(paths.day_file(paths.INGEST_BATCHES, day, f"run={context.run.run_id}.parquet"),
-                           batches.to_arrow(), **paths.PARQUET_OPTIONS),
+                           batches),
     ]
     ingested = ledger.filter(pl.col("outcome") != lc.REJECTED)
     counts = dict(ledger.group_by("outcome").len().iter_rows())
