@@ -5,7 +5,7 @@ Pure functions and one streaming helper, no Dagster. The asset calls them page b
 Why it is shaped this way (DESIGN.md, "Performance shape"): naive Polars (``from_dicts``, ``read_ndjson``) and
 Python loops over dicts are slower than parsing straight into Arrow. So a page is parsed by ``pyarrow.json``
 with an explicit schema and a block larger than the page (one C++ pass, no Python objects), then Polars does
-explode / unnest / pivot / dedup in Rust, and pyarrow writes the Parquet files with the explicit schemas.
+explode / unnest / dedup in Rust, and pyarrow writes the Parquet files with the explicit schemas.
 
 Decisions worth knowing:
 
@@ -957,7 +957,7 @@ class DayFlattener:
     are resolved together (the module docstring's order), so a conversation repeated on the next page or two (a
     retried page, an overlapping window edge) never reaches the files twice. A repeat of a conversation that is
     already written is detected by 64-bit hashes of the written ids (a collision only costs a needless rewrite);
-    then ``finish`` picks the survivors across the day from small key files and rewrites the tables from the
+    then ``finish`` picks the survivors across the day from the written version keys and rewrites the tables from the
     written files (``DayResult.rewritten``).
     Both paths write the same bytes. ``finish(out_dir)`` moves the files into ``out_dir/<table>/``; nothing is
     written to ``out_dir`` before it. Measured with ``python -m benchmarks``.
@@ -1131,13 +1131,15 @@ class DayFlattener:
 
     def close(self) -> None:
         """Abandon the day: stop the threads and remove the work files."""
-        self._shutdown_pools(cancel=True)
-        for sink in self._sinks.values():
-            sink.abandon()
-        for log in (*self._seq_logs.values(), self._keys_log):
-            log.close()
-        shutil.rmtree(self.parts_dir, ignore_errors=True)
         self._finished = True
+        try:
+            self._shutdown_pools(cancel=True)
+            for sink in self._sinks.values():
+                sink.abandon()
+            for log in (*self._seq_logs.values(), self._keys_log):
+                log.close()
+        finally:
+            shutil.rmtree(self.parts_dir, ignore_errors=True)
 
     def _shutdown_pools(self, cancel: bool = False) -> None:
         for pool in (self._parse_pool, self._write_pool):
@@ -1158,7 +1160,8 @@ def _id_hashes(conversations: pl.DataFrame) -> pl.Series:
 
 def _surviving_rows(files: list[Path], seq_log: _ArrowLog, alive: pl.Series) -> Iterator[pa.Table]:
     """The written rows of surviving versions, in order: each file's record batches beside their ``_seq``."""
-    seq = pl.concat(seq_log.frames()).get_column("_seq")  # a rewrite follows a written batch: never empty
+    # A table empty all day (no wrap-ups, say) has a log with a schema and no batches.
+    seq = pl.concat([pl.DataFrame(schema={"_seq": pl.Int64}), *seq_log.frames()]).get_column("_seq")
     offset = 0
     for path in files:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=ROW_GROUP_SIZE):

@@ -18,13 +18,15 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import dagster as dg
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import PrivateAttr
+
+Compression = Literal["zstd", "lz4", "snappy", "gzip", "uncompressed"]
 
 
 class LakeError(RuntimeError):
@@ -108,15 +110,15 @@ class Lake(dg.ConfigurableResource):
         with self.open_atomic(relpath) as handle:
             handle.write(data)
 
-    def write_parquet(self, relpath: str, data: pl.DataFrame | pa.Table, compression: str = "zstd") -> int:
+    def write_parquet(self, relpath: str, data: pl.DataFrame | pa.Table, compression: Compression = "zstd") -> int:
         """Write one Parquet file atomically; returns its size in bytes.
 
         A Polars frame goes through Polars' own writer, which encodes the columns in parallel (a day of 1M legacy
-        interactions: 1.0 s against 1.7 s through Arrow, measured); zstd at level 1, as Arrow's default.
+        interactions: 0.9 s against 2.4-2.9 s through Arrow, measured); zstd at level 1, as Arrow's default.
         """
         with self.open_atomic(relpath) as handle:
             if isinstance(data, pl.DataFrame):
-                data.write_parquet(handle, compression=compression,  # type: ignore[arg-type]
+                data.write_parquet(handle, compression=compression,
                                    compression_level=1 if compression == "zstd" else None)
             else:
                 pq.write_table(data, handle, compression=compression)
@@ -269,5 +271,5 @@ class PartitionWriter:
     def write_bytes(self, name: str, data: bytes) -> None:
         self._lake.write_bytes(self._rel(name), data)
 
-    def write_parquet(self, name: str, data: pl.DataFrame | pa.Table, compression: str = "zstd") -> int:
+    def write_parquet(self, name: str, data: pl.DataFrame | pa.Table, compression: Compression = "zstd") -> int:
         return self._lake.write_parquet(self._rel(name), data, compression)

@@ -422,6 +422,17 @@ def test_a_rewrite_picking_survivors_in_several_partitions_writes_the_same_bytes
     assert parted.duplicate_conversations == 1_000
 
 
+def test_a_rewrite_of_a_day_without_wrap_ups_writes_an_empty_wrapup_table(tmp_path: Path) -> None:
+    talk = [seg("2024-03-05T10:00:00.000Z", "2024-03-05T10:05:00.000Z", "interact", queueId="q-1")]
+    convs = [conversation(f"c-{i}", "2024-03-05T10:00:00.000Z", "2024-03-05T10:10:00.000Z", agent_segments=talk)
+             for i in range(3)]
+    pages = [page([c]) for c in convs] + [page([convs[0]])]  # c-0 again, after it was written
+    _, whole_bytes = _day(pages, tmp_path / "whole", batch_conversations=10_000)
+    far, far_bytes = _day(pages, tmp_path / "far", batch_conversations=1)
+    assert far.rewritten and far_bytes == whole_bytes
+    assert far.rows["wrapup_facts"] == 0 and far.rows["conversations"] == 3
+
+
 def test_a_repeat_on_the_next_pages_is_dropped_without_a_rewrite(emulator_pages: list[bytes],
                                                                  tmp_path: Path) -> None:
     pages = [*emulator_pages[:4], emulator_pages[3], emulator_pages[4]]  # a retried page, the held batch's

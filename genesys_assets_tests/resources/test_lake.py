@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -61,6 +63,16 @@ def test_parquet_round_trip(lake: Lake, tmp_path: Path) -> None:
     assert size == len(data)
     (tmp_path / "copy.parquet").write_bytes(data)
     assert pq.read_table(tmp_path / "copy.parquet").equals(table)
+
+
+def test_a_polars_frame_round_trips_through_polars_writer(lake: Lake) -> None:
+    frame = pl.DataFrame({"id": ["a", None], "day": [date(2024, 3, 5)] * 2, "tags": [["x"], []],
+                          "at": [datetime(2024, 3, 5, 1, tzinfo=UTC), None]})
+    size = lake.write_parquet("t/frame.parquet", frame)
+    assert size == len(lake.read_bytes("t/frame.parquet"))
+    assert pl.from_arrow(lake.read_parquet("t/frame.parquet")).equals(frame)
+    assert pq.ParquetFile(pa.BufferReader(lake.read_bytes("t/frame.parquet"))).metadata.row_group(0).column(
+        0).compression == "ZSTD"
 
 
 def test_replace_partition_swaps_the_whole_partition(lake: Lake) -> None:
