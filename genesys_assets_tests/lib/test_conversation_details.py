@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -516,3 +517,21 @@ def test_memory_does_not_grow_with_the_number_of_pages(emulator_pages: list[byte
     large = _peak_rss_during(lambda: run(20)) - base
     # 5x the pages (~74 MB of JSON): a non-streaming flattener would hold several times that.
     assert large < max(2 * small, small + 96 * 2**20), (small >> 20, large >> 20)
+
+
+def test_the_written_id_set_finds_every_added_hash_across_merges(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genesys_assets.lib.conversation_details import _SortedHashes
+
+    monkeypatch.setattr(_SortedHashes, "_MIN_TAIL", 64)  # merge the tail into the sorted array every few batches
+    rng = random.Random(5)
+    written: list[int] = []
+    ids = _SortedHashes()
+    for batch in range(60):
+        new = [rng.getrandbits(64) for _ in range(50)]
+        assert not ids.contains_any(pl.Series(new, dtype=pl.UInt64))
+        if written:
+            repeat = [*new[:49], rng.choice(written)]  # one hash written batches ago, in the sorted part or the tail
+            assert ids.contains_any(pl.Series(repeat, dtype=pl.UInt64)), batch
+        ids.add(pl.Series(new, dtype=pl.UInt64))
+        written.extend(new)
+    assert ids.contains_any(pl.Series([min(written), max(written)], dtype=pl.UInt64))
