@@ -1,8 +1,9 @@
 """Scenario 1 (flatten a day of details-job pages into the lake's five tables) and scenario 5 (its scaling).
 
-Ours is ``DayFlattener`` exactly as ``replay_pass`` / ``run_pass`` drive it. Baseline A is the seed-style loop
-(:mod:`benchmarks.seed_flatten`); baseline B is the floor: ``pyarrow.json`` parsing the same pages into Arrow with a
-block larger than a page, and nothing else. Each variant runs in its own subprocess on the same page file.
+Ours is ``replay_pass`` as the wrapup_facts asset and a replay run it (``DayFlattener`` fed page by page, the pages read
+ahead on a thread). Baseline A is the seed-style loop (:mod:`benchmarks.seed_flatten`); baseline B is the floor:
+``pyarrow.json`` parsing the same pages into Arrow with a block larger than a page, and nothing else. Each variant
+runs in its own subprocess on the same page file.
 """
 
 from __future__ import annotations
@@ -50,16 +51,17 @@ def _out_dir(args: dict[str, Any]) -> Path:
 
 
 def child_ours(args: dict[str, Any]) -> dict[str, Any]:
-    """Ours: DayFlattener, page by page, then finish() into the five tables."""
-    from genesys_assets.lib.conversation_details import DayFlattener
+    """Ours: ``replay_pass`` (the wrapup_facts asset's and a replay's path: DayFlattener fed page by page, pages
+    read ahead on a thread) into the five tables."""
+    from genesys_assets.lib.analytics_extract import replay_pass
+    from genesys_assets.lib.conversation_details import TABLES
+    from genesys_assets.lib.pii import AddressHasher
 
     out = _out_dir(args)
     labels = _labels()
+    hasher = AddressHasher(HMAC_KEY)
     start = time.perf_counter()
-    with DayFlattener(DAY, out / "work", HMAC_KEY, labels=labels) as flattener:
-        for raw in iter_pages(args["pages"]):
-            flattener.add_page(raw)
-        result = flattener.finish(out / "tables")
+    result = replay_pass(iter_pages(args["pages"]), DAY, out / "work", hasher, labels=labels, tables=TABLES)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "rows": result.rows, "bytes_written": sum(result.bytes_written.values()),
             "duplicates": result.duplicate_conversations, "neighbours": result.dropped_neighbours}

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from genesys_assets.lib.analytics_extract import DayNotAvailableError, Prefetch, WindowRun, run_window
+from genesys_assets.lib.analytics_extract import DayNotAvailableError, Prefetch, WindowRun, replay_pass, run_window
 from genesys_assets.lib.analytics_plan import day_bounds, details_job_body
 from genesys_assets.lib.conversation_details import DayFlattener
 from genesys_assets.lib.pii import AddressHasher
@@ -227,3 +227,37 @@ def test_a_page_that_cannot_be_redacted_fails_the_window_with_the_parsers_error(
     with pytest.raises(orjson.JSONDecodeError):
         _window(client, tmp_path)
     assert gzip.decompress((tmp_path / "part-000.ndjson.gz").read_bytes()).count(b"\n") == 1
+
+
+def _landed_pages(n: int) -> list[bytes]:
+    from genesys_assets_tests.lib.test_conversation_details import DAY, conversation, page
+
+    return [page([conversation(f"c-{i}", f"{DAY.isoformat()}T10:{i:02d}:00.000Z", f"{DAY.isoformat()}T11:00:00.000Z")])
+            for i in range(n)]
+
+
+def test_a_replay_reads_the_landed_pages_ahead_on_its_own_thread(tmp_path: Path) -> None:
+    from genesys_assets_tests.lib.test_conversation_details import DAY
+
+    readers: list[str] = []
+
+    def landed() -> Iterator[bytes]:
+        for raw in _landed_pages(5):
+            readers.append(threading.current_thread().name)
+            yield raw
+
+    result = replay_pass(landed(), DAY, tmp_path, AddressHasher(PII_KEY))
+    assert result.rows["conversations"] == 5 and result.pages == 5
+    assert set(readers) == {f"replay-pages-{DAY.isoformat()}"}
+
+
+def test_a_landed_file_that_fails_to_read_fails_the_replay_and_writes_no_table(tmp_path: Path) -> None:
+    from genesys_assets_tests.lib.test_conversation_details import DAY
+
+    def landed() -> Iterator[bytes]:
+        yield from _landed_pages(3)
+        raise gzip.BadGzipFile("Not a gzipped file (b'\\x00\\x00')")
+
+    with pytest.raises(gzip.BadGzipFile, match="Not a gzipped file"):
+        replay_pass(landed(), DAY, tmp_path, AddressHasher(PII_KEY))
+    assert not (tmp_path / "tables").exists() and not list((tmp_path / "flatten").glob("parts-*"))
