@@ -27,10 +27,12 @@ def _optional(name: str) -> str | None:
 
 
 def build_resources() -> dict[str, dg.ConfigurableResource]:
-    sandbox_tuning: dict[str, float] = {}  # the emulator's client tuning in sandbox mode: see CLIENT_TUNING
+    sandbox_tuning: dict[str, float] = {}  # live: the resource's defaults
     if settings.mode() == settings.SANDBOX:
-        from genesys_assets.sandbox.genesys_emulator import CLIENT_TUNING as sandbox_tuning
+        from genesys_assets.sandbox.genesys_emulator import CLIENT_TUNING
         from genesys_assets.sandbox.services import apply_sandbox_env
+
+        sandbox_tuning = CLIENT_TUNING
 
         if not apply_sandbox_env():
             dg.get_dagster_logger().warning(

@@ -687,7 +687,7 @@ def _count(run: StagingRun, result: StageResult) -> None:
         run.uploaded += int(result.uploaded)
         run.already_present += int(not result.uploaded)
         run.bytes_uploaded += result.row["bytes"] if result.uploaded else 0
-        run.verify_retries += max(0, result.verify_attempts - 1)
+        run.verify_retries += result.verify_attempts - 1  # a staged recording was verified at least once
 
 
 def confirm_uploads(s3: Any, results: list[StageResult], day: date, settings: StagingSettings, run: StagingRun,
