@@ -47,7 +47,8 @@ MEDIA_MIX = (("voice", 0.60), ("message", 0.20), ("email", 0.12), ("callback", 0
 _HOURLY = (2, 1, 1, 1, 1, 2, 4, 8, 14, 18, 19, 18, 16, 17, 18, 17, 15, 12, 9, 7, 6, 5, 4, 5)
 _LATE_CROSSING_SHARE = 0.6  # of conversations starting in the last 45 min, this share ends the next day
 
-_DNIS = ("tel:+18005550100", "tel:+18005550111", "tel:+18005550122", "tel:+442035550100")
+# The contact centre's own lines (the DNIS its customers dial): not customer data, so they may stay clear.
+CONTACT_CENTRE_LINES = ("tel:+18005550100", "tel:+18005550111", "tel:+18005550122", "tel:+442035550100")
 _FLOWS = (("Main IVR", "INBOUNDCALL"), ("Billing IVR", "INBOUNDCALL"), ("After Hours", "INBOUNDCALL"))
 _CUSTOMER_NAMES = ("Mobile Number, Georgia", "Customer", "Alex Kim", "Sam Patel", "Jordan Lee", "Maria Silva",
                    "Wireless Caller", "Chris O'Neil", "Noor Haddad", "Taylor Brooks")
@@ -203,7 +204,7 @@ class _Generator:
         transferred = not abandoned and rng.random() < 0.10
         crossing = start - self.base > DAY_MS - 2_700_000 and rng.random() < _LATE_CROSSING_SHARE
         phone = f"tel:+1{rng.randrange(200, 999)}{rng.randrange(1_000_000, 9_999_999)}"
-        dnis = rng.choice(_DNIS)
+        dnis = rng.choice(CONTACT_CENTRE_LINES)
         customer_addr = {"voice": (phone, dnis), "callback": (phone, dnis),
                          "email": (f"customer{rng.randrange(10**6)}@example.net", "support@example.com"),
                          "message": (_uuid(rng), _uuid(rng))}[media]
