@@ -20,6 +20,7 @@ from benchmarks.flatten_data import DAY, iter_pages, prepare_pages
 from benchmarks.harness import (
     Scale,
     ScenarioResult,
+    alternating_rounds,
     at_least,
     at_most,
     bench_home,
@@ -29,6 +30,7 @@ from benchmarks.harness import (
 )
 
 HMAC_KEY = "bench-pii-hash-key-0123456789"
+FLATTEN_ROUNDS = 3  # ours and the floor alternate: this machine's speed drifts by +-30 % within minutes
 _TABLES = ("conversations", "participants", "sessions", "segments", "wrapup_facts")
 
 
@@ -112,28 +114,38 @@ def _figures(run: dict[str, Any], pages: Any) -> dict[str, Any]:
     }
 
 
-def measure_ours(conversations: int) -> tuple[dict[str, Any], Any]:
-    pages = prepare_pages(conversations)
-    with tempfile.TemporaryDirectory(prefix="bench-flatten-", dir=bench_home()) as tmp:
-        log(f"flatten: ours on {conversations:,} conversations")
-        run = run_child("benchmarks.flatten:child_ours", {"pages": str(pages.path), "out": tmp},
-                        inputs=(pages.path,))
+def _run_ours(pages: Any, tmp: str) -> dict[str, Any]:
+    log(f"flatten: ours on {pages.day_conversations:,} conversations")
+    run = run_child("benchmarks.flatten:child_ours", {"pages": str(pages.path), "out": tmp}, inputs=(pages.path,))
     if run["rows"]["conversations"] != pages.day_conversations:
         raise AssertionError(f"ours wrote {run['rows']['conversations']} conversations, "
                              f"expected {pages.day_conversations}")
-    return _figures(run, pages), pages
+    return run
+
+
+def measure_ours(conversations: int) -> tuple[dict[str, Any], str]:
+    """Ours at one size (a scaling point): the median of ``FLATTEN_ROUNDS`` runs, and the note with every run."""
+    pages = prepare_pages(conversations)
+    with tempfile.TemporaryDirectory(prefix="bench-flatten-", dir=bench_home()) as tmp:
+        runs, note = alternating_rounds(FLATTEN_ROUNDS, {f"ours @ {conversations:,}": lambda _: _run_ours(pages, tmp)})
+    return _figures(runs[f"ours @ {conversations:,}"], pages), note
 
 
 def scenario_flatten(scale: Scale) -> ScenarioResult:
     n = scale.conversations
-    ours, pages = measure_ours(n)
-    res = ScenarioResult("flatten", f"1. Flatten {n:,} conversations of details-job pages -> 5 Parquet tables",
-                         scale.name, ours)
+    pages = prepare_pages(n)
     with tempfile.TemporaryDirectory(prefix="bench-flatten-", dir=bench_home()) as tmp:
-        log("flatten: baseline B (pyarrow.json parse only)")
-        b = _figures(run_child("benchmarks.flatten:child_parse_floor", {"pages": str(pages.path)},
-                               inputs=(pages.path,)), pages)
+        log("flatten: ours and baseline B (pyarrow.json parse only), alternating")
+        runs, rounds_note = alternating_rounds(FLATTEN_ROUNDS, {
+            "ours": lambda _: _run_ours(pages, tmp),
+            "B_parse_floor": lambda _: run_child("benchmarks.flatten:child_parse_floor", {"pages": str(pages.path)},
+                                                 inputs=(pages.path,)),
+        })
+        ours, b = _figures(runs["ours"], pages), _figures(runs["B_parse_floor"], pages)
+        res = ScenarioResult("flatten", f"1. Flatten {n:,} conversations of details-job pages -> 5 Parquet tables",
+                             scale.name, ours)
         res.baselines["B_parse_floor"] = b
+        res.notes.append(rounds_note)
         if n <= scale.baseline_a_max:
             log("flatten: baseline A (seed-style loop)")
             a = _figures(run_child("benchmarks.flatten:child_seed", {"pages": str(pages.path), "out": tmp},
@@ -157,14 +169,17 @@ def scenario_flatten(scale: Scale) -> ScenarioResult:
 def scenario_scaling(scale: Scale, largest: dict[str, Any] | None) -> ScenarioResult:
     """Scenario 1 at growing sizes: time per conversation and peak RSS must stay flat."""
     points: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
     for n in scale.scaling:
         if largest is not None and n == largest.get("day_conversations"):
             points[str(n)] = largest
         else:
-            points[str(n)] = measure_ours(n)[0]
+            points[str(n)], note = measure_ours(n)
+            notes.append(note)
     sizes = sorted(points, key=int)
     res = ScenarioResult("scaling", f"5. Scaling of scenario 1 over {', '.join(f'{int(s):,}' for s in sizes)}",
                          scale.name, {"points": points})
+    res.notes.extend(notes)
     smallest = points[sizes[0]]
     res.baselines[f"at_{sizes[0]}"] = smallest
     for lo, hi in pairwise(sizes):
