@@ -16,7 +16,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from benchmarks.flatten_data import DAY, iter_pages, prepare_pages
+from benchmarks.flatten_data import DAY, PageSet, iter_pages, prepare_pages
 from benchmarks.harness import (
     Scale,
     ScenarioResult,
@@ -99,7 +99,7 @@ def child_parse_floor(args: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "rows": {"conversations": conversations}}
 
 
-def _figures(run: dict[str, Any], pages: Any) -> dict[str, Any]:
+def _figures(run: dict[str, Any], pages: PageSet) -> dict[str, Any]:
     seconds = run["seconds"]
     return {
         "seconds": round(seconds, 3),
@@ -114,7 +114,7 @@ def _figures(run: dict[str, Any], pages: Any) -> dict[str, Any]:
     }
 
 
-def _run_ours(pages: Any, tmp: str) -> dict[str, Any]:
+def _run_ours(pages: PageSet, tmp: str) -> dict[str, Any]:
     log(f"flatten: ours on {pages.day_conversations:,} conversations")
     run = run_child("benchmarks.flatten:child_ours", {"pages": str(pages.path), "out": tmp}, inputs=(pages.path,))
     if run["rows"]["conversations"] != pages.day_conversations:
