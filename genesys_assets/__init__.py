@@ -3,7 +3,7 @@
 Every process that imports the package allocates Arrow memory with the C library's allocator, unless
 ``ARROW_DEFAULT_MEMORY_POOL`` says otherwise: Arrow's bundled mimalloc kept ~100 MiB more resident across the
 flattening's threads (a 100k-conversation day peaked at ~500 MiB against ~395 MiB, the same CPU within this
-machine's noise; benchmarks/README.md), and that headroom is what lets the flattener work in larger batches.
+machine's noise; a 1M day at 438 MiB against 479 MiB in the harness: benchmarks/README.md).
 """
 
 import os
