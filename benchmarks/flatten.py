@@ -123,12 +123,17 @@ def _run_ours(pages: PageSet, tmp: str) -> dict[str, Any]:
     return run
 
 
+def _run_floor(pages: PageSet) -> dict[str, Any]:
+    return run_child("benchmarks.flatten:child_parse_floor", {"pages": str(pages.path)}, inputs=(pages.path,))
+
+
 def measure_ours(conversations: int) -> tuple[dict[str, Any], str]:
     """Ours at one size (a scaling point): the median of ``FLATTEN_ROUNDS`` runs, and the note with every run."""
     pages = prepare_pages(conversations)
+    label = f"ours @ {conversations:,}"
     with tempfile.TemporaryDirectory(prefix="bench-flatten-", dir=bench_home()) as tmp:
-        runs, note = alternating_rounds(FLATTEN_ROUNDS, {f"ours @ {conversations:,}": lambda _: _run_ours(pages, tmp)})
-    return _figures(runs[f"ours @ {conversations:,}"], pages), note
+        runs, note = alternating_rounds(FLATTEN_ROUNDS, {label: lambda _: _run_ours(pages, tmp)})
+    return _figures(runs[label], pages), note
 
 
 def scenario_flatten(scale: Scale) -> ScenarioResult:
@@ -138,8 +143,7 @@ def scenario_flatten(scale: Scale) -> ScenarioResult:
         log("flatten: ours and baseline B (pyarrow.json parse only), alternating")
         runs, rounds_note = alternating_rounds(FLATTEN_ROUNDS, {
             "ours": lambda _: _run_ours(pages, tmp),
-            "B_parse_floor": lambda _: run_child("benchmarks.flatten:child_parse_floor", {"pages": str(pages.path)},
-                                                 inputs=(pages.path,)),
+            "B_parse_floor": lambda _: _run_floor(pages),
         })
         ours, b = _figures(runs["ours"], pages), _figures(runs["B_parse_floor"], pages)
         res = ScenarioResult("flatten", f"1. Flatten {n:,} conversations of details-job pages -> 5 Parquet tables",
