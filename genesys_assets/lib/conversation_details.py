@@ -1022,15 +1022,19 @@ class DayFlattener:
             self._unknown.update(json.loads(meta[b"unknown_fields"]))
         self._parsed.append(table.replace_schema_metadata(None))
         self._parsed_rows += table.num_rows
-        if self._parsed_rows >= self.batch_conversations:
+        while self._parsed_rows >= self.batch_conversations:
             self._flatten_batch()
 
     # ---- batches --------------------------------------------------------------------------------------
     def _flatten_batch(self) -> None:
+        """Flatten the first ``batch_conversations`` parsed conversations (or all, if fewer): a page larger than a
+        batch (page size 10,000, say) is flattened a batch at a time, so memory follows the batch, not the page."""
         if not self._parsed:
             return
-        batch = pa.concat_tables(self._parsed)
-        self._parsed, self._parsed_rows = [], 0
+        parsed = pa.concat_tables(self._parsed)
+        batch, rest = parsed.slice(0, self.batch_conversations), parsed.slice(self.batch_conversations)
+        del parsed
+        self._parsed, self._parsed_rows = ([rest] if rest.num_rows else []), rest.num_rows
         fr = _flatten_frames(batch, self.day, self.hasher, seq_start=self._seq)
         self._seq += batch.num_rows
         del batch  # the parsed pages are no longer needed: free them before this batch waits for the writer
@@ -1086,7 +1090,8 @@ class DayFlattener:
         self._check_open()
         while self._pending:
             self._accept(self._pending.popleft().result())
-        self._flatten_batch()
+        while self._parsed:
+            self._flatten_batch()
         if self._held is not None:
             self._write_batch(self._held)
             self._held = None

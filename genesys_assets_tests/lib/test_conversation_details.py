@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from genesys_assets.lib import conversation_details
 from genesys_assets.lib.conversation_details import (
     ROW_GROUP_SIZE,
     DayFlattener,
@@ -432,6 +433,26 @@ def test_a_rewrite_of_a_day_without_wrap_ups_writes_an_empty_wrapup_table(tmp_pa
     far, far_bytes = _day(pages, tmp_path / "far", batch_conversations=1)
     assert far.rewritten and far_bytes == whole_bytes
     assert far.rows["wrapup_facts"] == 0 and far.rows["conversations"] == 3
+
+
+def test_a_page_larger_than_a_batch_is_flattened_a_batch_at_a_time(emulator_pages: list[bytes], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """At page size 10,000 (the API's maximum) memory must follow the batch, not the page: same bytes either way."""
+    rows = [c for raw in emulator_pages[:3] for c in orjson.loads(raw)["conversations"]]
+    big_page = [page(rows)]  # one page of 3,000 conversations
+    _, whole_bytes = _day(big_page, tmp_path / "whole", batch_conversations=10_000)
+    flattened: list[int] = []
+    real = conversation_details._flatten_frames
+
+    def spy(table, *args, **kwargs):  # type: ignore[no-untyped-def]
+        flattened.append(table.num_rows)
+        return real(table, *args, **kwargs)
+
+    monkeypatch.setattr(conversation_details, "_flatten_frames", spy)
+    sliced, sliced_bytes = _day(big_page, tmp_path / "sliced", batch_conversations=1_200)
+    assert flattened == [1_200, 1_200, 600]
+    assert sliced_bytes == whole_bytes and not sliced.rewritten
+    assert sliced.rows["conversations"] == 3_000
 
 
 def test_a_repeat_on_the_next_pages_is_dropped_without_a_rewrite(emulator_pages: list[bytes],
