@@ -1037,7 +1037,7 @@ class DayFlattener:
         self._parsed, self._parsed_rows = ([rest] if rest.num_rows else []), rest.num_rows
         fr = _flatten_frames(batch, self.day, self.hasher, seq_start=self._seq)
         self._seq += batch.num_rows
-        del batch  # the parsed pages are no longer needed: free them before this batch waits for the writer
+        del batch  # freed before this batch waits for the writer (a page cut across batches goes with its last slice)
         r = self.result
         r.conversations_in += fr.conversations_in
         r.dropped_neighbours += fr.dropped_neighbours
