@@ -970,6 +970,8 @@ class DayFlattener:
         unknown_tables = set(self.tables) - set(TABLES)
         if unknown_tables:
             raise ValueError(f"unknown table(s) {sorted(unknown_tables)}; known: {TABLES}")
+        if batch_conversations < 1:
+            raise ValueError(f"batch_conversations must be at least 1, got {batch_conversations}")
         self.day = day
         self.work_dir = Path(work_dir)
         self.parts_dir = self.work_dir / f"parts-{day.isoformat()}"
@@ -1028,7 +1030,8 @@ class DayFlattener:
     # ---- batches --------------------------------------------------------------------------------------
     def _flatten_batch(self) -> None:
         """Flatten the first ``batch_conversations`` parsed conversations (or all, if fewer): a page larger than a
-        batch (page size 10,000, say) is flattened a batch at a time, so memory follows the batch, not the page."""
+        batch (page size 10,000, say) is flattened a batch at a time, so the flattening's working memory follows
+        the batch; the parsed page itself is freed with its last slice."""
         if not self._parsed:
             return
         parsed = pa.concat_tables(self._parsed)

@@ -483,6 +483,13 @@ def test_only_the_tables_asked_for_are_written(emulator_pages: list[bytes], tmp_
         DayFlattener(DAY, tmp_path / "w2", KEY, tables=["wrapups"])
 
 
+def test_a_batch_of_no_conversations_is_refused(tmp_path: Path) -> None:
+    """A batch size below 1 would never flatten a page: refused up front, not a hang."""
+    with pytest.raises(ValueError, match="batch_conversations must be at least 1, got 0"):
+        DayFlattener(DAY, tmp_path / "w", KEY, batch_conversations=0)
+    assert not (tmp_path / "w").exists()
+
+
 def test_abandoning_a_day_leaves_no_files(emulator_pages: list[bytes], tmp_path: Path) -> None:
     with (pytest.raises(RuntimeError, match="boom"),
           DayFlattener(DAY, tmp_path / "work", KEY, batch_conversations=1_000) as f):
