@@ -25,7 +25,13 @@ from genesys_assets import settings
 from genesys_assets.defs.availability import require_complete_day
 from genesys_assets.defs.partitions import DAILY
 from genesys_assets.lib import wrapup_dimension
-from genesys_assets.lib.analytics_extract import DayNotAvailableError, PassResult, replay_pass, run_pass
+from genesys_assets.lib.analytics_extract import (
+    DETAILS_PAGE_SIZE,
+    DayNotAvailableError,
+    PassResult,
+    replay_pass,
+    run_pass,
+)
 from genesys_assets.lib.analytics_lake import (
     day_prefixes,
     iter_raw_pages,
@@ -127,7 +133,9 @@ def _table_metadata(result: DayResult, tables: tuple[str, ...]) -> dict[str, Any
 class ConversationDetailsConfig(dg.Config):
     """How a day is extracted (defaults suit a real org; tests shrink them)."""
 
-    page_size: int = Field(default=1000, description="Results per page when reading a details job by cursor.")
+    page_size: int = Field(
+        default=DETAILS_PAGE_SIZE, description="Results per page when reading a details job by cursor (at most "
+        "10,000). Larger pages mean fewer requests and fewer 429s, and more memory per page in flight.")
     job_limit: int | None = Field(
         default=None, description="The details job's `limit` (rows per job). A window that hits it comes back "
         "short, reconciliation notices and narrower windows are tried.")
