@@ -58,14 +58,16 @@ RAW_COMPRESSLEVEL = 6  # gzip's default 9 costs ~3x the CPU for ~3 % smaller pag
 PIPELINE_DEPTH = 1
 #: Result-page bytes the fetch may run ahead of the redaction: ~1-3 s of redacting and flattening on this
 #: class of machine at any page size (a 1,000-conversation page is ~3.7 MB and ~0.3 s of work), so a 1 s
-#: Retry-After is slept out while the pages already fetched are worked on. Always at least one page ahead.
+#: Retry-After can be slept out behind pages already fetched when the fetch has got ahead (not when the
+#: flattening keeps up with it: see DETAILS_PAGE_SIZE). Always at least one page ahead.
 FETCH_AHEAD_BYTES = 32 << 20
-#: Results per details-job page. Measured on a 100k-conversation day with 20 % of requests answered 429
-#: (Retry-After 1 s): at 1,000 a page is too little work to sleep a Retry-After out behind (wall 1.75x the
-#: fault-free run, 106 requests); at 2,000, one flatten batch per page, 1.23x with 55 requests, for +70 MiB
-#: of asset peak (600 MiB). 10,000 (the most the API gives) needs 15 requests but ~970 MiB.
+#: Results per details-job page. Measured against the sandbox emulator, one run each, on a 100k-conversation
+#: day with 20 % of requests answered 429 (Retry-After 1 s): at 1,000 a page was too little work to sleep a
+#: Retry-After out behind (wall 1.75x the fault-free run, 106 requests); at 2,000, one ``DayFlattener`` batch
+#: (``batch_conversations``) per page, 1.23x with 55 requests, for +70 MiB of asset peak (600 MiB). At 10,000
+#: (the emulator's maximum; Genesys documents none) 15 requests, but ~970 MiB.
 DETAILS_PAGE_SIZE = 2000
-#: Landed pages a replay reads ahead of the flattener: one batch's worth at the default page size.
+#: Landed pages a replay reads ahead of the flattener: one ``DayFlattener`` batch at the default page size.
 REPLAY_READ_AHEAD = 1
 
 T = TypeVar("T")

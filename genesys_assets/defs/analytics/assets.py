@@ -134,8 +134,8 @@ class ConversationDetailsConfig(dg.Config):
     """How a day is extracted (defaults suit a real org; tests shrink them)."""
 
     page_size: int = Field(
-        default=DETAILS_PAGE_SIZE, description="Results per page when reading a details job by cursor (at most "
-        "10,000). Larger pages mean fewer requests and fewer 429s, and more memory per page in flight.")
+        default=DETAILS_PAGE_SIZE, description="Results per page when reading a details job by cursor (the sandbox "
+        "accepts up to 10,000). Larger pages mean fewer requests and fewer 429s, and more memory per page in flight.")
     job_limit: int | None = Field(
         default=None, description="The details job's `limit` (rows per job). A window that hits it comes back "
         "short, reconciliation notices and narrower windows are tried.")
