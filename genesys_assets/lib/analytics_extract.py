@@ -27,6 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -49,7 +50,7 @@ from genesys_assets.lib.conversation_details import DayFlattener, DayResult
 from genesys_assets.lib.pii import AddressHasher
 from genesys_assets.lib.raw_redaction import redact_page
 from genesys_assets.resources.genesys_cloud_client import DetailsJobPage, GenesysCloudClient
-from genesys_assets.resources.genesys_cloud_errors import DetailsJobExpired, DetailsJobFailed
+from genesys_assets.resources.genesys_cloud_errors import DetailsJobExpired, DetailsJobFailed, GenesysApiError
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,22 @@ def _redacted(pages: Iterable[DetailsJobPage], hasher: AddressHasher,
         del redacted
 
 
+@contextmanager
+def _page_size_hint(run: WindowRun, page_size: int) -> Iterator[None]:
+    """A first results page refused as a bad request names the page size, the one parameter the user sets
+    (Genesys documents no maximum for it)."""
+    try:
+        yield
+    except GenesysApiError as exc:
+        if exc.status != 400 or run.pages:
+            raise
+        raise GenesysApiError(
+            f"{exc}. The results were asked for {page_size:,} to a page (the asset's page_size config): if the "
+            f"API refuses that page size, set page_size lower (Genesys's own examples use 1,000)",
+            endpoint=exc.endpoint, status=exc.status, code=exc.code, api_message=exc.api_message,
+            correlation_id=exc.correlation_id) from exc
+
+
 def run_window(client: GenesysCloudClient, flattener: DayFlattener, run: WindowRun, body: dict[str, Any],
                raw_path: Path, hasher: AddressHasher, *, page_size: int, max_submissions: int,
                day_end: datetime) -> None:
@@ -254,7 +271,8 @@ def run_window(client: GenesysCloudClient, flattener: DayFlattener, run: WindowR
     with gzip.open(raw_path, "wb", compresslevel=RAW_COMPRESSLEVEL) as landing, \
             Prefetch(pages, max_bytes=FETCH_AHEAD_BYTES, size=_page_bytes,
                      name=f"details-pages-{job_id[:8]}") as fetched, \
-            Prefetch(_redacted(fetched, hasher, run), name=f"details-redact-{job_id[:8]}") as redacted_pages:
+            Prefetch(_redacted(fetched, hasher, run), name=f"details-redact-{job_id[:8]}") as redacted_pages, \
+            _page_size_hint(run, page_size):
         for available, redacted in redacted_pages:
             if available is not None and available < day_end:
                 raise DayNotAvailableError(

@@ -18,7 +18,7 @@ from genesys_assets.lib.analytics_plan import day_bounds, details_job_body
 from genesys_assets.lib.conversation_details import DayFlattener
 from genesys_assets.lib.pii import AddressHasher
 from genesys_assets.resources.genesys_cloud_client import ClientSettings, GenesysCloudClient
-from genesys_assets.resources.genesys_cloud_errors import GenesysRetriesExhausted
+from genesys_assets.resources.genesys_cloud_errors import GenesysApiError, GenesysRetriesExhausted
 from genesys_assets.sandbox.genesys_emulator import GenesysEmulator
 from genesys_assets_tests.analytics.conftest import PII_KEY, after_pages, past_day, served_result_pages
 
@@ -195,6 +195,37 @@ def test_a_page_fetch_that_fails_is_raised_by_the_window_with_its_message(
     assert str(info.value).startswith("GET /api/v2/analytics/conversations/details/jobs/{job_id}/results failed "
                                       "after 2 attempt(s)")
     assert not [t for t in threading.enumerate() if t.name.startswith("details-")]
+
+
+def test_a_page_size_the_api_refuses_is_named_in_the_error(
+        emulator: GenesysEmulator, client: GenesysCloudClient, tmp_path: Path) -> None:
+    """The first results page answered 400: the error keeps the API's own message and says which setting to lower."""
+    with pytest.raises(GenesysApiError) as info:
+        _window(client, tmp_path, page_size=20_000)
+    message = str(info.value)
+    assert "answered 400" in message and "pageSize must be between 1 and 10000" in message
+    assert "20,000 to a page (the asset's page_size config)" in message and "set page_size lower" in message
+    assert info.value.status == 400 and info.value.code == "bad.request"
+    assert not [t for t in threading.enumerate() if t.name.startswith("details-")]
+
+
+def test_a_bad_request_after_the_first_page_is_raised_as_the_api_said_it(
+        emulator: GenesysEmulator, client: GenesysCloudClient, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 400 mid-window is not the page size (the first page took it): no hint, the client's error unchanged."""
+    real = client.iter_details_job_pages
+
+    def bad_cursor_after_two_pages(job_id: str, page_size: int = 1000, cursor: str | None = None) -> Iterator:
+        pages = real(job_id, page_size, cursor)
+        yield next(pages)
+        yield next(pages)
+        yield from real(job_id, page_size, cursor="not-a-cursor")
+
+    monkeypatch.setattr(client, "iter_details_job_pages", bad_cursor_after_two_pages)
+    with pytest.raises(GenesysApiError) as info:
+        _window(client, tmp_path)
+    assert "Invalid cursor" in str(info.value) and "page_size" not in str(info.value)
+    assert info.value.status == 400
 
 
 def test_a_short_day_reported_by_a_page_is_refused_before_it_is_landed(
