@@ -234,11 +234,11 @@ def _page_size_hint(run: WindowRun, page_size: int) -> Iterator[None]:
     try:
         yield
     except GenesysApiError as exc:
-        if exc.status != 400 or run.pages:
+        if exc.status != 400 or run.pages or type(exc) is not GenesysApiError:  # a subclass says more itself
             raise
         raise GenesysApiError(
             f"{exc}. The results were asked for {page_size:,} to a page (the asset's page_size config): if the "
-            f"API refuses that page size, set page_size lower (Genesys's own examples use 1,000)",
+            f"API refuses that page size, set page_size lower (public Genesys code commonly uses 1,000)",
             endpoint=exc.endpoint, status=exc.status, code=exc.code, api_message=exc.api_message,
             correlation_id=exc.correlation_id) from exc
 

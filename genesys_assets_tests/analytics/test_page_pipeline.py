@@ -17,7 +17,7 @@ from genesys_assets.lib.analytics_extract import DayNotAvailableError, Prefetch,
 from genesys_assets.lib.analytics_plan import day_bounds, details_job_body
 from genesys_assets.lib.conversation_details import DayFlattener
 from genesys_assets.lib.pii import AddressHasher
-from genesys_assets.resources.genesys_cloud_client import ClientSettings, GenesysCloudClient
+from genesys_assets.resources.genesys_cloud_client import ClientSettings, DetailsJobPage, GenesysCloudClient
 from genesys_assets.resources.genesys_cloud_errors import GenesysApiError, GenesysRetriesExhausted
 from genesys_assets.sandbox.genesys_emulator import GenesysEmulator
 from genesys_assets_tests.analytics.conftest import PII_KEY, after_pages, past_day, served_result_pages
@@ -215,7 +215,7 @@ def test_a_bad_request_after_the_first_page_is_raised_as_the_api_said_it(
     """A 400 mid-window is not the page size (the first page took it): no hint, the client's error unchanged."""
     real = client.iter_details_job_pages
 
-    def bad_cursor_after_two_pages(job_id: str, page_size: int = 1000, cursor: str | None = None) -> Iterator:
+    def bad_cursor_after_two_pages(job_id: str, page_size: int, cursor: str | None = None) -> Iterator[DetailsJobPage]:
         pages = real(job_id, page_size, cursor)
         yield next(pages)
         yield next(pages)
@@ -226,6 +226,7 @@ def test_a_bad_request_after_the_first_page_is_raised_as_the_api_said_it(
         _window(client, tmp_path)
     assert "Invalid cursor" in str(info.value) and "page_size" not in str(info.value)
     assert info.value.status == 400
+    assert not [t for t in threading.enumerate() if t.name.startswith("details-")]
 
 
 def test_a_short_day_reported_by_a_page_is_refused_before_it_is_landed(
