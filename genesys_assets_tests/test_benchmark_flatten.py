@@ -11,6 +11,8 @@ from benchmarks import flatten
 from benchmarks.flatten_data import PageSet
 from benchmarks.harness import Scale
 
+# the flatten scenario at 100 conversations, scaling points at 10 and 100 (the other scenarios unused)
+SCALE = Scale("t", 100, (10, 100), 0, 0, 0, 0, baseline_a_max=0)
 # seconds per call, in call order, for each child a scenario starts (each test starts from the first)
 SECONDS = {"child_ours": [9.0, 5.0, 7.0], "child_parse_floor": [2.0, 4.0, 3.0]}
 
@@ -36,8 +38,7 @@ def calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
 
 
 def test_flatten_alternates_ours_and_the_floor_and_reads_their_medians(calls: list[str]) -> None:
-    scale = Scale("t", 100, (10, 100), 0, 0, 0, 0, baseline_a_max=0)
-    res = flatten.scenario_flatten(scale)
+    res = flatten.scenario_flatten(SCALE)
     assert calls == ["child_ours", "child_parse_floor"] * 3
     assert res.figures["seconds"] == 7.0 and res.figures["peak_rss_mib"] == 70.0  # ours' median run, whole
     assert res.baselines["B_parse_floor"]["seconds"] == 3.0
@@ -46,9 +47,8 @@ def test_flatten_alternates_ours_and_the_floor_and_reads_their_medians(calls: li
 
 
 def test_scaling_points_are_medians_of_three_runs(calls: list[str]) -> None:
-    scale = Scale("t", 100, (10, 100), 0, 0, 0, 0, baseline_a_max=0)
     largest = {"seconds": 100.0, "peak_rss_mib": 50.0, "day_conversations": 100}
-    res = flatten.scenario_scaling(scale, largest)
+    res = flatten.scenario_scaling(SCALE, largest)
     assert calls == ["child_ours"] * 3  # the largest point is the flatten scenario's, not run again
     assert res.figures["points"]["10"]["seconds"] == 7.0
     assert res.ratios["time_beyond_linear_10_to_100"] == round(100.0 / 7.0 / 10, 3)

@@ -437,7 +437,7 @@ def test_a_rewrite_of_a_day_without_wrap_ups_writes_an_empty_wrapup_table(tmp_pa
 
 def test_a_page_larger_than_a_batch_is_flattened_a_batch_at_a_time(emulator_pages: list[bytes], tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """At page size 10,000 (the API's maximum) memory must follow the batch, not the page: same bytes either way."""
+    """At page size 10,000 (the emulator's maximum) memory must follow the batch, not the page: same bytes."""
     rows = [c for raw in emulator_pages[:3] for c in orjson.loads(raw)["conversations"]]
     big_page = [page(rows)]  # one page of 3,000 conversations
     _, whole_bytes = _day(big_page, tmp_path / "whole", batch_conversations=10_000)
