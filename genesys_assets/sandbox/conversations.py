@@ -33,7 +33,7 @@ from pathlib import Path
 
 import orjson
 
-from genesys_assets.sandbox.directory import DEFAULT_SEED, Directory, build_directory
+from genesys_assets.sandbox.directory import DEFAULT_SEED, TENANT_CREATED, Directory, build_directory
 
 DAY_MS = 86_400_000
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -533,6 +533,11 @@ class ConversationStore:
         self._locks: dict[date, threading.Lock] = {}
         self._guard = threading.Lock()
 
+    def count_on(self, day: date) -> int:
+        """Conversations that started on ``day``: none before the org existed (the real API answers such an
+        interval with no conversations; generating one would draw on a directory with no wrap-up codes yet)."""
+        return self.count if day >= TENANT_CREATED else 0
+
     def paths(self, day: date) -> tuple[Path, Path]:
         return self.root / f"{day.isoformat()}.ndjson", self.root / f"{day.isoformat()}.index.json"
 
@@ -559,7 +564,8 @@ class ConversationStore:
 
     def _generate(self, day: date, data_path: Path, index_path: Path) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        chunks = [(self.seed, day, self.count, c) for c in range((self.count + CHUNK - 1) // CHUNK)]
+        count = self.count_on(day)
+        chunks = [(self.seed, day, count, c) for c in range((count + CHUNK - 1) // CHUNK)]
         ids: list[str] = []
         starts: list[int] = []
         ends: list[int] = []
@@ -574,7 +580,7 @@ class ConversationStore:
             else:
                 results = map(_generate_chunk, chunks)
             self._append(results, out, 0, ids, starts, ends, offsets, lengths, media)
-        index = {"format": CACHE_FORMAT, "seed": self.seed, "day": day.isoformat(), "count": self.count,
+        index = {"format": CACHE_FORMAT, "seed": self.seed, "day": day.isoformat(), "count": count,
                  "ids": ids, "starts": starts, "ends": ends, "offsets": offsets, "lengths": lengths,
                  "media": media}
         tmp_index = index_path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
@@ -607,8 +613,10 @@ class ConversationStore:
         if loc is None:
             return None
         day, row = loc
+        if row >= self.count_on(day):  # not one of the day's rows: no need to generate the day to say so
+            return None
         data = self.day(day)
-        if row >= len(data) or data.index.ids[row] != conversation_id:
+        if data.index.ids[row] != conversation_id:
             return None
         return data.conversation(row)
 

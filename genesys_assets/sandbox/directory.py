@@ -49,7 +49,7 @@ _WRAPUPS: list[tuple[str, str, list[tuple[date, str]], date | None]] = [
     ("DUPLICATE", "Duplicate Contact", [], None),
     ("OTHER", "Other", [], None),
 ]
-_CREATED = date(2024, 1, 1)
+TENANT_CREATED = date(2024, 1, 1)  # the sandbox org's first day: its directory, and its first conversations
 
 
 def stable_id(seed: int, kind: str, key: str) -> str:
@@ -187,7 +187,7 @@ def build_directory(seed: int = DEFAULT_SEED, agent_count: int = 48) -> Director
     wrapups = tuple(
         WrapupCode(
             id=stable_id(seed, "wrapup", legacy), legacy_code=legacy,
-            names=((_CREATED, first_name), *renames), deleted_on=deleted, division=home,
+            names=((TENANT_CREATED, first_name), *renames), deleted_on=deleted, division=home,
             in_mapping_csv=legacy != "TECH-TICKET",
         )
         for legacy, first_name, renames, deleted in _WRAPUPS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 import uuid
@@ -11,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from genesys_assets.sandbox.conversations import ConversationStore, parse_ms
-from genesys_assets.sandbox.directory import build_directory
+from genesys_assets.sandbox.conversations import ConversationStore, conversation_uuid, parse_ms
+from genesys_assets.sandbox.directory import TENANT_CREATED, build_directory
 from genesys_assets.sandbox.genesys_emulator import FaultConfig, GenesysEmulator
 from genesys_assets_tests.sandbox.conftest import SMALL_DAY, Api, all_job_results, day_interval, wait_job
 
@@ -327,6 +328,22 @@ def test_bulk_messages_limit_and_content(emulator: GenesysEmulator, api: Api, pa
                  if c["participants"][0]["sessions"][0]["mediaType"] == "voice")
     assert api.get(f"/api/v2/conversations/messages/{voice['conversationId']}").status_code == 404
     assert api.get(f"/api/v2/conversations/messages/{uuid.uuid4()}").status_code == 404
+
+
+
+def test_ids_and_days_the_org_never_had_are_not_found(emulator: GenesysEmulator, api: Api) -> None:
+    """Before the org existed there are no conversations (not a 500); an id the emulator never made is a 404."""
+    before = TENANT_CREATED - timedelta(days=200)
+    body = api.post(QUERY, {"interval": day_interval(before)}).json()
+    assert body["totalHits"] == 0 and "conversations" not in body
+    assert emulator.conversations_for_day(before) == []
+    rng = random.Random(7)
+    assert api.get(f"/api/v2/conversations/messages/{conversation_uuid(rng, before, 0)}").status_code == 404
+    # A row beyond the day's conversations is a 404 without generating the day to find out.
+    untouched = TENANT_CREATED + timedelta(days=33)
+    beyond = conversation_uuid(rng, untouched, SMALL_DAY + 5)
+    assert api.get(f"/api/v2/conversations/messages/{beyond}").status_code == 404
+    assert not emulator.store.paths(untouched)[1].exists()
 
 
 # ---------------------------------------------------------------------------------------------- uploads
