@@ -330,7 +330,6 @@ def test_bulk_messages_limit_and_content(emulator: GenesysEmulator, api: Api, pa
     assert api.get(f"/api/v2/conversations/messages/{uuid.uuid4()}").status_code == 404
 
 
-
 def test_ids_and_days_the_org_never_had_are_not_found(emulator: GenesysEmulator, api: Api) -> None:
     """Before the org existed there are no conversations (not a 500); an id the emulator never made is a 404."""
     before = TENANT_CREATED - timedelta(days=200)
