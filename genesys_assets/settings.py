@@ -40,6 +40,25 @@ def mode() -> str:
     return LIVE if has_credentials else SANDBOX
 
 
+def env_number(name: str, default: float, *, integer: bool = False, low: float | None = None,
+               high: float | None = None) -> float:
+    """A numeric setting from the environment (``default`` when unset or blank), refused with the variable's name
+    and the allowed range when it is not a number or out of range, so a typo does not surface as a bare
+    ``could not convert string to float`` from deep inside a sensor or check."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    kind = "a whole number" if integer else "a number"
+    try:
+        value: float = int(raw) if integer else float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be {kind}, got {raw!r}; unset it to use the default {default:g}") from None
+    if value != value or (low is not None and value < low) or (high is not None and value > high):  # NaN too
+        bounds = " and ".join(f"{op} {b:g}" for op, b in ((">=", low), ("<=", high)) if b is not None)
+        raise ValueError(f"{name} must be {bounds}, got {raw!r}; unset it to use the default {default:g}")
+    return value
+
+
 # Concurrency pools (dagster.yaml can only set a default; the CLI sets these at start).
 GENESYS_API_POOL = "genesys_api"
 WAREHOUSE_POOL = "warehouse"

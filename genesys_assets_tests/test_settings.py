@@ -42,3 +42,26 @@ def test_state_lives_under_genesys_home(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert settings.endpoints_file() == tmp_path / "sandbox" / "endpoints.json"
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "elsewhere"))
     assert settings.dagster_home() == tmp_path / "elsewhere"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(None, 60.0), ("", 60.0), ("  ", 60.0), ("90", 90.0), ("1.5", 1.5)])
+def test_a_numeric_setting_is_read_or_defaults(monkeypatch: pytest.MonkeyPatch, raw: str | None,
+                                              expected: float) -> None:
+    if raw is not None:
+        monkeypatch.setenv("SOME_MINUTES", raw)
+    assert settings.env_number("SOME_MINUTES", 60, low=0) == expected
+
+
+@pytest.mark.parametrize(("raw", "integer", "message"), [
+    ("abc", False, "SOME_SETTING must be a number, got 'abc'"),
+    ("2.5", True, "SOME_SETTING must be a whole number, got '2.5'"),
+    ("-1", False, "SOME_SETTING must be >= 0 and <= 1, got '-1'"),
+    ("1.01", False, "SOME_SETTING must be >= 0 and <= 1, got '1.01'"),
+    ("nan", False, "SOME_SETTING must be >= 0 and <= 1, got 'nan'"),
+])
+def test_a_bad_numeric_setting_is_refused_by_name(monkeypatch: pytest.MonkeyPatch, raw: str, integer: bool,
+                                                  message: str) -> None:
+    monkeypatch.setenv("SOME_SETTING", raw)
+    with pytest.raises(ValueError) as refused:
+        settings.env_number("SOME_SETTING", 0.1, integer=integer, low=0, high=1)
+    assert str(refused.value) == f"{message}; unset it to use the default 0.1"

@@ -55,6 +55,25 @@ def test_sensor_requests_settled_days_once_and_late_rows_again(tmp_path: Path) -
     assert orjson.loads(late.cursor)[previous] == orjson.loads(first.cursor)[previous] + 1
 
 
+def test_sensor_settings_come_from_the_environment_and_a_bad_one_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    site = build_site(tmp_path / "site", DAY - timedelta(days=1), DAY + timedelta(days=1), interactions_per_day=20)
+    resource = PureConnectResource(uri=site.uri)
+    monkeypatch.setenv("PURECONNECT_SENSOR_LOOKBACK_DAYS", "1")  # only the last settled day
+    assert [r.partition_key for r in _tick(resource, None).run_requests] == [DAY.isoformat()]
+    monkeypatch.setenv("PURECONNECT_SETTLE_MINUTES", str(24 * 60))  # a day must wait a whole day to settle
+    assert [r.partition_key for r in _tick(resource, None).run_requests] == [(DAY - timedelta(days=1)).isoformat()]
+    monkeypatch.setenv("PURECONNECT_SETTLE_MINUTES", "an hour")
+    context = dg.build_sensor_context(resources={"pureconnect": resource})
+    with pytest.raises(ValueError, match=r"PURECONNECT_SETTLE_MINUTES must be a number, got 'an hour'"):
+        pureconnect_watermark_sensor(context)
+    monkeypatch.setenv("PURECONNECT_SETTLE_MINUTES", "60")
+    monkeypatch.setenv("PURECONNECT_SENSOR_LOOKBACK_DAYS", "0")
+    with pytest.raises(ValueError, match=r"PURECONNECT_SENSOR_LOOKBACK_DAYS must be >= 1, got '0'"):
+        pureconnect_watermark_sensor(context)
+
+
 def test_sensor_skips_an_empty_site(tmp_path: Path) -> None:
     from genesys_assets.sandbox.pureconnect_site import create_empty_site
 

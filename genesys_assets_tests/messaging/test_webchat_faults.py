@@ -57,6 +57,20 @@ def test_quota_refusal_happens_before_any_data_request(
     assert part_bytes(tmp_path) == {}
 
 
+def test_a_quota_that_is_not_a_number_is_refused_by_name_before_any_request(
+    emu: GenesysEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALLOWED_REGIONS", "eu-west-1")
+    monkeypatch.setenv("ARCHIVE_QUOTA_MB", "500MB")
+    resources = make_resources(emu, tmp_path, region="eu_west_1")
+    result = archive(resources, tmp_path, with_checks=False, raise_on_error=False)
+    cause = result.get_step_failure_events()[0].step_failure_data.error.cause  # type: ignore[union-attr]
+    assert cause is not None and cause.cls_name == "ValueError"
+    assert "ARCHIVE_QUOTA_MB must be a number, got '500MB'; unset it to use the default 500" in cause.message
+    assert emu.request_log() == []
+    assert part_bytes(tmp_path) == {}
+
+
 def test_a_day_past_the_availability_watermark_is_refused_before_any_data_request(
     emu: GenesysEmulator, tmp_path: Path
 ) -> None:

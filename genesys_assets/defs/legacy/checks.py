@@ -1,7 +1,6 @@
 """Checks of the PureConnect migration: every day reconciles (nothing lost, nothing doubled), records are sound,
 recordings play back, and mapping coverage is visible."""
 
-import os
 import random
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,7 @@ from genesys_assets.lib.recordings_staging import STAGED, playback_problems
 from genesys_assets.resources.genesys_cloud import GenesysCloudResource
 from genesys_assets.resources.lake import Lake
 from genesys_assets.resources.pureconnect import PureConnectResource
-from genesys_assets.settings import GENESYS_API_POOL
+from genesys_assets.settings import GENESYS_API_POOL, env_number
 
 LISTED = 50  # ids listed in a failing check's metadata
 
@@ -148,7 +147,7 @@ def legacy_mapping_coverage(
     day = legacy.partition_day(context)  # type: ignore[arg-type]
     threshold = config.warning_share
     if threshold is None:
-        threshold = float(os.environ.get("GENESYS_MAPPING_COVERAGE_WARN_SHARE", "0.10"))
+        threshold = env_number("GENESYS_MAPPING_COVERAGE_WARN_SHARE", 0.10, low=0, high=1)
     ledger = legacy.read_required(lake, paths.INGEST_LEDGER, day, "ledger.parquet", "cloud_interactions")
     ingested = ledger.filter(pl.col("outcome") != lc.REJECTED)
     with_agent = ingested.filter(pl.col("agent_mapping") != "none")

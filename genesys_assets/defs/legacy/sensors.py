@@ -1,6 +1,5 @@
 """The PureConnect watermark sensor: requests a day of the migration once its rows have settled."""
 
-import os
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -8,6 +7,7 @@ import orjson
 
 from genesys_assets.defs.legacy import assets as legacy
 from genesys_assets.resources.pureconnect import PureConnectResource
+from genesys_assets.settings import env_number
 
 
 def settled_days(watermark: datetime, settle: timedelta, lookback_days: int) -> tuple[date, date] | None:
@@ -35,8 +35,8 @@ def pureconnect_watermark_sensor(
     watermark = pureconnect.watermark()
     if watermark is None:
         return dg.SkipReason("PureConnect has no interactions with a UTC start yet")
-    settle = timedelta(minutes=float(os.environ.get("PURECONNECT_SETTLE_MINUTES", "60")))
-    lookback = int(os.environ.get("PURECONNECT_SENSOR_LOOKBACK_DAYS", "7"))
+    settle = timedelta(minutes=env_number("PURECONNECT_SETTLE_MINUTES", 60, low=0))
+    lookback = int(env_number("PURECONNECT_SENSOR_LOOKBACK_DAYS", 7, integer=True, low=1))
     window = settled_days(watermark.astimezone(UTC), settle, lookback)
     if window is None:
         return dg.SkipReason(f"no day has settled yet (watermark {watermark.isoformat()})")

@@ -122,7 +122,7 @@ def webchat_archive(
     started = time.monotonic()
     region = effective_region(genesys.region)
     allowed = parse_allowed_regions(config.allowed_regions or os.environ.get("ALLOWED_REGIONS"))
-    quota_mb = config.archive_quota_mb or float(os.environ.get("ARCHIVE_QUOTA_MB") or DEFAULT_QUOTA_MB)
+    quota_mb = config.archive_quota_mb or settings.env_number("ARCHIVE_QUOTA_MB", DEFAULT_QUOTA_MB, low=0)
     try:
         check_residency(region, allowed)  # no request has been sent yet
     except ArchivePolicyError as exc:
