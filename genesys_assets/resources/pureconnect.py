@@ -48,6 +48,7 @@ exactly the ambiguity the caller must resolve, so the resource does not pretend 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -122,39 +123,60 @@ class PureConnectError(RuntimeError):
     """A failed PureConnect read. The message names the backend and host, never the password."""
 
 
+# ``scheme://user:password@``, the password taken to the *last* "@": a password with an unencoded "/", "?" or "#"
+# hides from ``urlsplit`` (which ends the host at the first "/"), and would be printed. Over-redacting is safe.
+_USERINFO = re.compile(r"^([A-Za-z][\w+.-]*://[^:/@?#]*:)(.*)@")
+_QUERY_PASSWORD = re.compile(r"(?i)((?:password|pwd)=)([^&;]*)")
+_URI_FORMS = "mssql://user:password@host:1433/I3_IC, oracle://user:password@host:1521/SERVICE or sqlite:///path"
+
+
 def redact_uri(uri: str) -> str:
     """``uri`` with the password (and any ``password=``/``pwd=`` query value) replaced by ``***``."""
-    try:
-        parts = urlsplit(uri)
-        password = parts.password
-    except ValueError:
-        return "<unparseable PureConnect URI>"
-    redacted = uri
-    if password is not None:
-        userinfo, host = parts.netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        redacted = redacted.replace(f"//{parts.netloc}", f"//{user}:***@{host}", 1)
-    return re.sub(r"(?i)((?:password|pwd)=)[^&;]*", r"\1***", redacted)
+    userinfo = _USERINFO.match(uri)
+    redacted = f"{userinfo.group(1)}***@{uri[userinfo.end():]}" if userinfo else uri
+    return _QUERY_PASSWORD.sub(r"\1***", redacted)
 
 
 def _secrets_of(uri: str) -> list[str]:
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return [uri]
-    found = [parts.password] if parts.password else []
-    found += re.findall(r"(?i)(?:password|pwd)=([^&;]*)", parts.query)
+    userinfo = _USERINFO.match(uri)
+    found = [userinfo.group(2)] if userinfo else []
+    with contextlib.suppress(ValueError):
+        found.append(urlsplit(uri).password or "")
+    found += [m.group(2) for m in _QUERY_PASSWORD.finditer(uri)]
     found = [s for s in found if s]
-    return found + [unquote(s) for s in found if unquote(s) != s]
+    return sorted({*found, *(unquote(s) for s in found)}, key=len, reverse=True)  # longest first: no partial leak
+
+
+def _password_needs_encoding(uri: str) -> bool:
+    """A "/", "?" or "#" in the password: drivers would end the host there (and connect somewhere else). Not
+    when what follows ``host:`` is a port (``db:1433/I3_IC?user=a@b`` has no password, only a "@" later)."""
+    userinfo = _USERINFO.match(uri)
+    return bool(userinfo) and any(c in userinfo.group(2) for c in "/?#") and not re.match(
+        r"\d*(?:[/?#]|$)", userinfo.group(2))
 
 
 def backend_of(uri: str) -> str:
     """``sqlite`` / ``mssql`` / ``oracle`` from the URI scheme."""
-    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if "://" not in uri:
+        raise PureConnectError(f"PureConnect URI {redact_uri(uri)!r} has no '://'; write it as {_URI_FORMS}")
+    scheme = uri.split("://", 1)[0].lower()
     if scheme not in _SCHEMES:
         raise PureConnectError(f"unsupported PureConnect URI scheme {scheme!r} in {redact_uri(uri)}; "
                                "use mssql://, oracle:// or sqlite:///")
-    return _SCHEMES[scheme]
+    backend = _SCHEMES[scheme]
+    if backend != SQLITE and _password_needs_encoding(uri):
+        raise PureConnectError(f"the password in PureConnect URI {redact_uri(uri)} has a '/', '?' or '#' that is not "
+                               "percent-encoded: encode it (urllib.parse.quote(password, safe='')), e.g. '/' as %2F")
+    if backend != SQLITE:  # checked here: connectorx panics (a Rust backtrace on stderr) on a URI without them
+        try:
+            parts = urlsplit(uri)
+            named = bool(parts.hostname) and bool(parts.path.strip("/"))
+        except ValueError:
+            named = False
+        if not named:
+            raise PureConnectError(f"PureConnect URI {redact_uri(uri)} names no host or no database; write it as "
+                                   f"{_URI_FORMS}")
+    return backend
 
 
 def timestamp_literal(value: datetime, backend: str) -> str:
@@ -370,7 +392,9 @@ class PureConnectResource(dg.ConfigurableResource):
             raise PureConnectError(f"PureConnect sqlite database {self.redacted_uri} does not exist")
         try:
             return read_arrow(self.uri, sql)
-        except Exception as exc:  # connectorx raises RuntimeError/PanicException with driver text
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:  # connectorx: RuntimeError, or a Rust panic (PanicException is a BaseException)
             message = self._scrub(f"{type(exc).__name__}: {exc}")
         # Raised outside the except block: the original exception (which may quote the URI) is not chained.
         raise PureConnectError(f"PureConnect {backend} query for {what} failed on {self.redacted_uri}: {message}")

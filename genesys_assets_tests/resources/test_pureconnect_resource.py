@@ -365,3 +365,58 @@ def test_percent_encoded_and_query_passwords_are_redacted(monkeypatch: pytest.Mo
         r.ping()
     assert "p@ss:word" not in str(err.value)
     assert "pwd=***" in pc.redact_uri("mssql://db:1433/I3_IC?user=sa&pwd=hunter2")
+
+
+@pytest.mark.parametrize("password", ["pa/ss", "pa?ss", "pa#ss", "p@ss/word"])
+def test_a_password_with_unencoded_reserved_characters_is_redacted_and_the_fix_named(password: str) -> None:
+    uri = f"mssql://migrator:{password}@sql01.example.com:1433/I3_IC"
+    r = PureConnectResource(uri=uri)
+    with pytest.raises(PureConnectError) as err:
+        r.ping()
+    for text in (repr(r), r.redacted_uri, str(err.value)):
+        assert password not in text
+        assert "migrator:***@" in text
+    assert "not percent-encoded: encode it" in str(err.value)
+
+
+def test_a_port_followed_by_an_at_sign_in_the_query_is_not_taken_for_a_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pc, "read_arrow", lambda uri, sql: pl.DataFrame({"ok": [1]}).to_arrow())
+    r = PureConnectResource(uri="mssql://sql01.example.com:1433/I3_IC?user=migrator@corp&pwd=hunter2")
+    assert r.ping()["backend"] == "mssql"
+    assert "hunter2" not in repr(r)
+
+
+@pytest.mark.parametrize(("uri", "message"), [
+    ("mssql:/sql01/I3_IC", "has no '://'"),
+    ("mssql://sa:hunter2@sql01.example.com", "names no host or no database"),  # connectorx would panic
+    ("oracle://sa:hunter2@:1521/ORCL", "names no host or no database"),
+])
+def test_a_uri_without_its_parts_is_refused_before_connecting(uri: str, message: str) -> None:
+    with pytest.raises(PureConnectError, match=message) as err:
+        PureConnectResource(uri=uri).ping()
+    assert "hunter2" not in str(err.value) and "mssql://user:password@host:1433/I3_IC" in str(err.value)
+
+
+def test_a_driver_panic_becomes_a_redacted_error_and_an_interrupt_stays_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class PanicException(BaseException):  # pyo3's, as connectorx raises it: not an Exception
+        pass
+
+    def panic(uri: str, sql: str):
+        raise PanicException(f"called unwrap on {uri}")
+
+    r = PureConnectResource(uri=f"mssql://migrator:{SECRET}@sql01.example.com:1433/I3_IC")
+    monkeypatch.setattr(pc, "read_arrow", panic)
+    with pytest.raises(PureConnectError, match="PanicException: called unwrap on mssql://migrator:\\*\\*\\*@") as err:
+        r.ping()
+    assert SECRET not in str(err.value) and err.value.__context__ is None
+
+    def interrupted(uri: str, sql: str):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pc, "read_arrow", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        r.ping()
