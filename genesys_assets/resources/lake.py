@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -33,6 +34,19 @@ class LakeError(RuntimeError):
     """A lake operation failed; the message names the URI and what to check."""
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # two letters or more: "C:" is a Windows drive, not a scheme
+
+
+def _check_base_uri(uri: str) -> None:
+    """Refuse a base URI that would otherwise be taken for a local folder (``gs://b`` became ``./gs:/b``)."""
+    if uri.startswith("s3://"):
+        if not uri.removeprefix("s3://").partition("/")[0]:
+            raise LakeError(f"GENESYS_LAKE_URI {uri!r} names no bucket: write it as s3://bucket/prefix")
+    elif not uri.startswith("file://") and _SCHEME.match(uri):
+        raise LakeError(f"GENESYS_LAKE_URI {uri!r} is not supported: use s3://bucket/prefix (any S3-compatible "
+                        "store, with GENESYS_S3_ENDPOINT_URL), file:///absolute/folder or a folder path")
+
+
 class Lake(dg.ConfigurableResource):
     """Where the platform's files live: ``/abs/folder``, ``file:///abs/folder`` or ``s3://bucket/prefix``."""
 
@@ -45,6 +59,8 @@ class Lake(dg.ConfigurableResource):
     # ----- addressing -----------------------------------------------------------------------------------
     @property
     def is_s3(self) -> bool:
+        """Every address goes through here, so a base URI the lake cannot serve is refused before any write."""
+        _check_base_uri(self.base_uri)
         return self.base_uri.startswith("s3://")
 
     @property

@@ -105,3 +105,25 @@ def test_paths_cannot_escape_the_lake(lake: Lake) -> None:
 def test_uri_for_readers(tmp_path: Path) -> None:
     assert Lake(base_uri="s3://bucket/pre/fix").uri("a/b.parquet") == "s3://bucket/pre/fix/a/b.parquet"
     assert Lake(base_uri=f"file://{tmp_path}").uri("a") == str(tmp_path / "a")
+
+
+@pytest.mark.parametrize("base_uri", ["gs://bucket/lake", "S3://bucket/lake", "s3:/bucket/lake", "abfs://c@a/lake",
+                                      "s3://", "s3:///lake"])
+def test_a_base_uri_the_lake_cannot_serve_is_refused_before_any_write(
+    base_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where a misread URI used to be written, as a relative folder
+    lake = Lake(base_uri=base_uri)
+    with pytest.raises(LakeError, match="GENESYS_LAKE_URI"):
+        lake.write_bytes("probe.txt", b"ok")
+    with pytest.raises(LakeError, match="GENESYS_LAKE_URI"):
+        lake.uri("probe.txt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_folder_paths_and_file_uris_are_still_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for base in ("relative/lake", str(tmp_path / "abs"), f"file://{tmp_path / 'uri'}"):
+        Lake(base_uri=base).write_bytes("a/probe.txt", b"ok")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("probe.txt")) == [
+        "abs/a/probe.txt", "relative/lake/a/probe.txt", "uri/a/probe.txt"]
