@@ -131,8 +131,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             assert sandbox.endpoints is not None
             os.environ.update(sandbox.endpoints.to_env())
         print(f"{'Live' if live else 'Sandbox'} mode: checking what the assets need.\n", flush=True)
-        with initialized(build_resources()) as resources:
-            checks = run_checks(resources, os.environ.get("GENESYS_STAGING_BUCKET"))
+        with initialized(build_resources()) as (resources, problems):
+            checks = problems + run_checks(resources, os.environ.get("GENESYS_STAGING_BUCKET"))
         print_report(checks, sys.stdout)
     return 0 if all(check.ok for check in checks) else 1
 

@@ -7,6 +7,7 @@ deleted again. Permissions are probed per asset, so a missing one is named with 
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -21,6 +22,7 @@ from genesys_assets.resources.genesys_cloud import (
     GenesysCloudResource,
     GenesysError,
     GenesysPermissionError,
+    GenesysRetriesExhausted,
 )
 
 
@@ -71,17 +73,20 @@ def permission_probes() -> list[PermissionProbe]:
     ]
 
 
+_NETWORK_FIX = "check GENESYS_REGION / GENESYS_API_BASE_URL and the network path to the API host"
+
+
 def _genesys_checks(genesys: GenesysCloudResource) -> list[Check]:
     try:
         client = genesys.get_client()
         client.get_json("/api/v2/users", params={"pageSize": 1})
     except GenesysError as error:
-        return [Check("Genesys Cloud login", False, str(error),
+        unreachable = isinstance(error, GenesysRetriesExhausted) and error.status is None  # never answered
+        return [Check("Genesys Cloud login", False, str(error), _NETWORK_FIX if unreachable else
                       "check GENESYS_CLIENT_ID / GENESYS_CLIENT_SECRET (a Client Credentials OAuth client) and "
                       "GENESYS_REGION or GENESYS_API_BASE_URL")]
-    except Exception as error:  # connection refused, DNS, TLS
-        return [Check("Genesys Cloud login", False, f"{type(error).__name__}: {error}",
-                      "check GENESYS_REGION / GENESYS_API_BASE_URL and the network path to the API host")]
+    except Exception as error:  # TLS and other transport failures
+        return [Check("Genesys Cloud login", False, f"{type(error).__name__}: {error}", _NETWORK_FIX)]
     checks = [Check("Genesys Cloud login", True, f"token obtained from {genesys.hosts().login_base_url}")]
     for probe in permission_probes():
         name = f"permission {probe.permission}"
@@ -108,7 +113,11 @@ def _genesys_checks(genesys: GenesysCloudResource) -> list[Check]:
     return checks
 
 
-def _guarded(name: str, fix: str, probe: Callable[[], str]) -> Check:
+def _not_checked(name: str, resource: str) -> Check:
+    return Check(name, False, f"not checked: the {resource} resource could not be set up (see above)")
+
+
+def _probe(name: str, fix: str, probe: Callable[[], str]) -> Check:
     try:
         return Check(name, True, probe())
     except Exception as error:
@@ -116,15 +125,22 @@ def _guarded(name: str, fix: str, probe: Callable[[], str]) -> Check:
 
 
 def run_checks(resources: dict[str, Any], staging_bucket: str | None) -> list[Check]:
-    """Every check against the given resources (as ``definitions.build_resources()`` returns them)."""
-    checks = _genesys_checks(resources["genesys"])
+    """Every check against the given resources (as ``initialized`` yields them); a check whose resource could
+    not be set up is reported as not checked."""
+    if "genesys" in resources:
+        checks = _genesys_checks(resources["genesys"])
+    else:
+        checks = [_not_checked("Genesys Cloud login", "genesys")]
+
+    def _guarded(name: str, fix: str, probe: Callable[[], str], needs: str) -> Check:
+        return _probe(name, fix, probe) if needs in resources else _not_checked(name, needs)
 
     def pureconnect() -> str:
         answer = resources["pureconnect"].ping()
         return f"{answer['backend']} answered in {answer['latency_ms']} ms"
 
     checks.append(_guarded("PureConnect database", "check PURECONNECT_URI (see the README for the URI forms) and "
-                           "that this host can reach the database", pureconnect))
+                           "that this host can reach the database", pureconnect, "pureconnect"))
 
     def lake() -> str:
         probe = f"_doctor/{uuid.uuid4().hex}.probe"
@@ -132,7 +148,8 @@ def run_checks(resources: dict[str, Any], staging_bucket: str | None) -> list[Ch
         resources["lake"].delete(probe)
         return f"wrote and deleted a probe file in {resources['lake'].uri()}"
 
-    checks.append(_guarded("lake writable", "check GENESYS_LAKE_URI and its credentials (AWS_* for s3://)", lake))
+    checks.append(_guarded("lake writable", "check GENESYS_LAKE_URI and its credentials (AWS_* for s3://)", lake,
+                           "lake"))
 
     def bucket() -> str:
         if not staging_bucket:
@@ -144,7 +161,8 @@ def run_checks(resources: dict[str, Any], staging_bucket: str | None) -> list[Ch
         return f"wrote (SSE) and deleted a probe object in s3://{staging_bucket}"
 
     checks.append(_guarded("recording staging bucket", "set GENESYS_STAGING_BUCKET to a bucket these AWS "
-                           "credentials may PutObject/DeleteObject in (GENESYS_S3_ENDPOINT_URL for non-AWS)", bucket))
+                           "credentials may PutObject/DeleteObject in (GENESYS_S3_ENDPOINT_URL for non-AWS)", bucket,
+                           "recordings_s3"))
 
     def warehouse() -> str:
         with resources["warehouse"].get_connection() as connection:
@@ -152,13 +170,13 @@ def run_checks(resources: dict[str, Any], staging_bucket: str | None) -> list[Ch
         return f"opened {resources['warehouse'].database}"
 
     checks.append(_guarded("warehouse", "another process holds the DuckDB file for writing: stop it, or wait",
-                           warehouse))
+                           warehouse, "warehouse"))
 
     def pii() -> str:
         resources["pii"].hasher()
         return "customer numbers will be hashed"
 
-    checks.append(_guarded("PII hash key", "set GENESYS_PII_HASH_KEY", pii))
+    checks.append(_guarded("PII hash key", "set GENESYS_PII_HASH_KEY", pii, "pii"))
     return checks
 
 
@@ -172,8 +190,30 @@ def print_report(checks: list[Check], out: TextIO) -> None:
     print(f"\n{len(checks) - failed} of {len(checks)} checks passed.", file=out)
 
 
+_UNSET_ENV = re.compile(r'environment variable "([^"]+)" which is not set')
+
+
+def _setup_problem(key: str, error: Exception) -> Check:
+    """A failed check for a resource that could not be set up, naming the setting (never a value)."""
+    unset = _UNSET_ENV.search(str(error))
+    if unset:
+        return Check(f"{key} configuration", False, f"{unset.group(1)} is not set",
+                     f"set {unset.group(1)} (the README's Live configuration lists every setting)")
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return Check(f"{key} configuration", False, f"{type(error).__name__}: {first_line}",
+                 "see the message; the README's Live configuration lists every setting")
+
+
 @contextmanager
-def initialized(resources: dict[str, dg.ConfigurableResource]) -> Iterator[dict[str, Any]]:
-    """The resources with their EnvVars read and set up, as Dagster does at run start (torn down after)."""
+def initialized(resources: dict[str, dg.ConfigurableResource]) -> Iterator[tuple[dict[str, Any], list[Check]]]:
+    """The resources with their EnvVars read and set up, as Dagster does at run start (torn down after), and a
+    failed check for each one that could not be, so one bad setting does not hide the rest of the report."""
     with ExitStack() as stack:
-        yield {key: stack.enter_context(r.process_config_and_initialize_cm()) for key, r in resources.items()}
+        ready: dict[str, Any] = {}
+        problems: list[Check] = []
+        for key, resource in resources.items():
+            try:
+                ready[key] = stack.enter_context(resource.process_config_and_initialize_cm())
+            except Exception as error:
+                problems.append(_setup_problem(key, error))
+        yield ready, problems

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from genesys_assets.definitions import build_resources
 from genesys_assets.doctor import Check, initialized, print_report, run_checks
+from genesys_assets.resources.genesys_cloud import GenesysCloudResource
 from genesys_assets.sandbox.services import Sandbox
 
 DAY = date(2026, 11, 2)
@@ -33,8 +35,8 @@ def env(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> di
 
 
 def _doctor(bucket: str | None) -> dict[str, Check]:
-    with initialized(build_resources()) as resources:
-        return {check.name: check for check in run_checks(resources, bucket)}
+    with initialized(build_resources()) as (resources, problems):
+        return {check.name: check for check in problems + run_checks(resources, bucket)}
 
 
 def test_everything_passes_on_a_healthy_sandbox(env: dict[str, str]) -> None:
@@ -80,3 +82,39 @@ def test_an_unset_bucket_and_a_short_hash_key_fail(env: dict[str, str], monkeypa
     checks = _doctor(None)
     assert not checks["recording staging bucket"].ok and "not set" in checks["recording staging bucket"].detail
     assert not checks["PII hash key"].ok and "16 characters" in checks["PII hash key"].detail
+
+
+def test_a_setting_that_stops_a_resource_is_reported_and_the_rest_still_checked(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PURECONNECT_URI")
+    monkeypatch.delenv("GENESYS_PII_HASH_KEY")
+    monkeypatch.setenv("GENESYS_REGION", "mars")
+    monkeypatch.delenv("GENESYS_API_BASE_URL")
+    monkeypatch.delenv("GENESYS_LOGIN_BASE_URL", raising=False)
+    checks = _doctor(env["GENESYS_STAGING_BUCKET"])
+    unset = checks["pureconnect configuration"]
+    assert (unset.ok, unset.detail) == (False, "PURECONNECT_URI is not set") and "set PURECONNECT_URI" in unset.fix
+    assert checks["pii configuration"].detail == "GENESYS_PII_HASH_KEY is not set"
+    region = checks["genesys configuration"]
+    assert not region.ok and "Unknown Genesys Cloud region 'mars'" in region.detail and "us_east_1" in region.detail
+    for skipped, resource in (("PureConnect database", "pureconnect"), ("PII hash key", "pii"),
+                              ("Genesys Cloud login", "genesys")):
+        assert checks[skipped].detail == f"not checked: the {resource} resource could not be set up (see above)"
+    assert checks["lake writable"].ok and checks["warehouse"].ok and checks["recording staging bucket"].ok
+    report = io.StringIO()
+    print_report(list(checks.values()), report)
+    assert "Traceback" not in report.getvalue() and env["GENESYS_CLIENT_SECRET"] not in report.getvalue()
+
+
+def test_an_unreachable_api_host_is_named_with_the_network_fix(env: dict[str, str]) -> None:
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    genesys = GenesysCloudResource(api_base_url=closed, login_base_url=closed, client_id="id",
+                                   client_secret="secret-0123456789", max_attempts=1)
+    with initialized({"genesys": genesys}) as (resources, problems):
+        assert problems == []
+        login = run_checks(resources, None)[0]
+    assert not login.ok and f"reaching {closed}" in login.detail
+    assert "network path to the API host" in login.fix and "GENESYS_CLIENT_SECRET" not in login.fix

@@ -648,10 +648,12 @@ class GenesysCloudClient:
 
             elapsed = time.monotonic() - started
             if attempt >= settings.max_attempts:
-                raise self._exhausted(endpoint, sent, elapsed, last_status, last_error, "max_attempts reached")
+                raise self._exhausted(endpoint, origin(url), sent, elapsed, last_status, last_error,
+                                      "max_attempts reached")
             if time.monotonic() + delay > deadline:
                 raise self._exhausted(
                     endpoint,
+                    origin(url),
                     sent,
                     elapsed,
                     last_status,
@@ -674,13 +676,14 @@ class GenesysCloudClient:
     def _exhausted(
         self,
         endpoint: str,
+        host: str,
         attempts: int,
         elapsed: float,
         last_status: int | None,
         last_error: str | None,
         why: str,
     ) -> GenesysRetriesExhausted:
-        last = f"last status {last_status}" if last_status is not None else f"last error {last_error}"
+        last = f"last status {last_status}" if last_status is not None else f"last error {last_error} reaching {host}"
         return GenesysRetriesExhausted(
             f"{endpoint} failed after {attempts} attempt(s) in {elapsed:.1f}s ({why}); {last}",
             endpoint=endpoint,

@@ -300,6 +300,7 @@ def test_5xx_and_dropped_connections_are_retried(emu: GenesysEmulator) -> None:
     assert info.value.attempts == 8 and info.value.status is None
     assert info.value.last_error in ("ChunkedEncodingError", "ConnectionError")
     assert f"GET {USERS}" in str(info.value) and "8 attempt" in str(info.value)
+    assert f"reaching {emu.base_url.rstrip('/')}" in str(info.value)  # which host could not be reached
     assert "drop-mid-body" in {e.get("fault") for e in settled_log(emu)}
 
     # and at a rate, while paging: the same entities, nothing lost or doubled
