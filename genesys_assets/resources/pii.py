@@ -19,6 +19,9 @@ class PiiHashingResource(dg.ConfigurableResource):
     def __repr_args__(self) -> list:
         return []  # never show the key
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self.hasher()  # a short key fails the run before any work, not at the first number to hash
+
     def hasher(self) -> AddressHasher:
         if len(self.hash_key) < 16:
             raise ValueError(

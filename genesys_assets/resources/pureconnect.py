@@ -553,5 +553,12 @@ class PureConnectResource(dg.ConfigurableResource):
         sql = "SELECT 1 AS ok FROM DUAL" if backend == ORACLE else "SELECT 1 AS ok"
         started = time.perf_counter()
         self._query(sql, "ping")
-        return {"backend": backend, "uri": self.redacted_uri,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        try:  # connected; now is it the reporting database? (no rows read)
+            self._query("SELECT COUNT(*) AS n FROM InteractionSummary WHERE 1 = 0", "InteractionSummary")
+        except PureConnectError as exc:
+            raise PureConnectError(
+                f"connected to {self.redacted_uri}, but InteractionSummary cannot be read there: PURECONNECT_URI must "
+                f"name the Interaction Center reporting database (I3_IC by default) and a login that may read it. {exc}"
+            ) from None
+        return {"backend": backend, "uri": self.redacted_uri, "latency_ms": latency_ms}

@@ -420,3 +420,11 @@ def test_a_driver_panic_becomes_a_redacted_error_and_an_interrupt_stays_one(
     monkeypatch.setattr(pc, "read_arrow", interrupted)
     with pytest.raises(KeyboardInterrupt):
         r.ping()
+
+
+def test_ping_says_when_the_database_is_not_the_reporting_one(tmp_path: Path) -> None:
+    other = tmp_path / "other.sqlite"
+    with contextlib.closing(sqlite3.connect(other)) as con, con:
+        con.execute("CREATE TABLE Unrelated (x INTEGER)")
+    with pytest.raises(PureConnectError, match="InteractionSummary cannot be read there: PURECONNECT_URI must name"):
+        PureConnectResource(uri=f"sqlite://{other}").ping()
