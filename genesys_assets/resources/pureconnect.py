@@ -397,6 +397,9 @@ class PureConnectResource(dg.ConfigurableResource):
         except BaseException as exc:  # connectorx: RuntimeError, or a Rust panic (PanicException is a BaseException)
             message = self._scrub(f"{type(exc).__name__}: {exc}")
         # Raised outside the except block: the original exception (which may quote the URI) is not chained.
+        if "Timed out in bb8" in message or "timed out waiting for connection" in message.lower():
+            message += (" (no connection within the driver's ~30 s pool timeout: check the host, the port and that "
+                        "a firewall lets this machine reach the database)")
         raise PureConnectError(f"PureConnect {backend} query for {what} failed on {self.redacted_uri}: {message}")
 
     # -- reads ---------------------------------------------------------------------------------------------

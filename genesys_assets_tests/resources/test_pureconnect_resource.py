@@ -428,3 +428,12 @@ def test_ping_says_when_the_database_is_not_the_reporting_one(tmp_path: Path) ->
         con.execute("CREATE TABLE Unrelated (x INTEGER)")
     with pytest.raises(PureConnectError, match="InteractionSummary cannot be read there: PURECONNECT_URI must name"):
         PureConnectResource(uri=f"sqlite://{other}").ping()
+
+
+def test_a_connection_timeout_says_what_to_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    def timeout(uri: str, sql: str):
+        raise RuntimeError("Timed out in bb8")  # connectorx's words when no connection came within its pool timeout
+
+    monkeypatch.setattr(pc, "read_arrow", timeout)
+    with pytest.raises(PureConnectError, match=r"Timed out in bb8 \(no connection within .* check the host, the port"):
+        PureConnectResource(uri="mssql://sa:pw@sql01.example.com:1433/I3_IC").ping()
