@@ -30,14 +30,19 @@ def endpoints_file() -> Path:
 
 
 def mode() -> str:
-    """``GENESYS_MODE`` forces the mode; otherwise live exactly when live credentials are set."""
+    """``GENESYS_MODE`` forces the mode; otherwise live exactly when live credentials are set. Half a credential
+    is refused: running the sandbox quietly when the secret's variable was misspelt would look like success."""
     forced = os.environ.get("GENESYS_MODE", "").strip().lower()
     if forced:
         if forced not in (SANDBOX, LIVE):
             raise ValueError(f"GENESYS_MODE must be 'sandbox' or 'live', not {forced!r}")
         return forced
-    has_credentials = os.environ.get("GENESYS_CLIENT_ID") and os.environ.get("GENESYS_CLIENT_SECRET")
-    return LIVE if has_credentials else SANDBOX
+    given = [name for name in ("GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET") if os.environ.get(name, "").strip()]
+    if len(given) == 1:
+        missing = "GENESYS_CLIENT_SECRET" if given == ["GENESYS_CLIENT_ID"] else "GENESYS_CLIENT_ID"
+        raise ValueError(f"{given[0]} is set but {missing} is not: set both for live mode (a Genesys Cloud OAuth "
+                         "client-credentials client), or GENESYS_MODE=sandbox to run on the sandbox")
+    return LIVE if given else SANDBOX
 
 
 def env_number(name: str, default: float, *, integer: bool = False, low: float | None = None,

@@ -21,9 +21,21 @@ def test_sandbox_without_credentials() -> None:
 
 def test_live_when_both_credentials_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GENESYS_CLIENT_ID", "id")
-    assert settings.mode() == settings.SANDBOX  # half a credential is not live
     monkeypatch.setenv("GENESYS_CLIENT_SECRET", "secret")
     assert settings.mode() == settings.LIVE
+
+
+@pytest.mark.parametrize(("given", "missing"), [("GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET"),
+                                                ("GENESYS_CLIENT_SECRET", "GENESYS_CLIENT_ID")])
+def test_half_a_credential_is_refused_not_run_as_the_sandbox(monkeypatch: pytest.MonkeyPatch, given: str,
+                                                              missing: str) -> None:
+    monkeypatch.setenv(given, "value-0123456789")
+    monkeypatch.setenv(missing, "  ")  # blank is unset
+    with pytest.raises(ValueError, match=f"{given} is set but {missing} is not") as refused:
+        settings.mode()
+    assert "value-0123456789" not in str(refused.value) and "GENESYS_MODE=sandbox" in str(refused.value)
+    monkeypatch.setenv("GENESYS_MODE", "sandbox")  # the way to say so on purpose
+    assert settings.mode() == settings.SANDBOX
 
 
 def test_genesys_mode_forces(monkeypatch: pytest.MonkeyPatch) -> None:
