@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from genesys_assets.cli import build_parser, days_between
@@ -86,7 +87,7 @@ def test_sandbox_serves_until_interrupted_and_cleans_up(tmp_path: Path, sigint: 
     assert not endpoints_file.exists()  # a stale file must never point at servers that are gone
 
 
-def test_demo_materializes_every_asset_and_keeps_run_history(tmp_path: Path) -> None:
+def test_demo_materializes_every_asset_and_keeps_run_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / ".genesys"  # as the default GENESYS_HOME: a dot directory above the lake must not hide it
     done = subprocess.run(_command("demo", "--start", "2026-11-02", "--end", "2026-11-02", *SMALL),
                           env=_env(home), capture_output=True, text=True, timeout=900)
@@ -95,6 +96,13 @@ def test_demo_materializes_every_asset_and_keeps_run_history(tmp_path: Path) -> 
     assert "FAILED" not in done.stdout
     assert (home / "dagster" / "dagster.yaml").is_file()
     assert list((home / "dagster").rglob("runs.db")), "run history is not in the persistent DAGSTER_HOME"
+    # The package's progress lines reach each run's event log (dagster.yaml: managed_python_loggers).
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))  # the copied dagster.yaml names its storage by it
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        messages = [e.user_message for run in instance.get_runs() for e in instance.all_logs(run.run_id)]
+    for line in ("Recordings of 2026-11-02 checked and uploaded: ", "Interaction records posted: ",
+                 "Web messaging conversations of 2026-11-02 archived this run: "):
+        assert any(line in m for m in messages), line
     assert (home / "lake" / "analytics" / "dimensions" / "wrapup_codes" / "wrapup_codes.parquet").is_file()
     assert not (home / "sandbox" / "endpoints.json").exists()
     # The client secret never reaches the output, the run history, the lake or the warehouse.

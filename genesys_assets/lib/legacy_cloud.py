@@ -16,6 +16,7 @@ posting loop that never loses or doubles a record.
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ import orjson
 import polars as pl
 
 from genesys_assets.lib.legacy_id_maps import AGENTS, QUEUES, WRAPUPS, IdMaps
+from genesys_assets.lib.progress import Progress
+
+log = logging.getLogger(__name__)
 
 MAX_BATCH = 100
 MAX_BODY_BYTES = 500_000
@@ -234,8 +238,10 @@ Poster = Callable[[bytes, str], tuple[int, dict[str, Any], bool]]
 def post_records(ids: list[str], payloads: list[str], post: Poster, outcome: PostOutcome | None = None) -> PostOutcome:
     """Post ``payloads`` in batches; on 400 or 413 bisect until each refused record is alone and rejected."""
     outcome = outcome or PostOutcome()
+    progress = Progress("Interaction records posted", log, len(payloads))
     for batch in batches(payloads):
         _post_batch([ids[i] for i in batch], [payloads[i] for i in batch], post, outcome)
+        progress.advance(len(batch))
     return outcome
 
 

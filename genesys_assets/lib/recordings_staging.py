@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import multiprocessing
 import os
 import random
@@ -56,8 +57,11 @@ import av
 import polars as pl
 
 from genesys_assets.lib.legacy_interactions import partition_prefix
+from genesys_assets.lib.progress import Progress
 from genesys_assets.resources.genesys_cloud_client import RateLimiter
 from genesys_assets.sandbox.recordings import resolve_media_uri
+
+log = logging.getLogger(__name__)
 
 
 def cpu_cores() -> int:
@@ -742,9 +746,15 @@ def stage_all(s3: Any, links: list[dict[str, Any]], day: date, settings: Staging
     with paced(s3, RateLimiter(requests_per_second), run), TranscodePool() as transcoder:
         present = list_present(s3, settings.bucket, day_prefix(day)) if links else None
         run.listed = present is not None
+        progress = Progress(f"Recordings of {day} checked and uploaded", log, len(links))
+
+        def stage(link: dict[str, Any]) -> StageResult:
+            result = stage_recording(s3, link, day, settings, run, present, transcoder)
+            progress.advance()
+            return result
+
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="stage-recording") as pool:
-            results = list(pool.map(lambda link: stage_recording(s3, link, day, settings, run, present,
-                                                                 transcoder), links))
+            results = list(pool.map(stage, links))
             confirm_uploads(s3, results, day, settings, run, pool)
     manifest = pl.DataFrame([r.row for r in results], schema=MANIFEST_SCHEMA).sort("recording_id")
     return manifest, run

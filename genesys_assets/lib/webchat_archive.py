@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from genesys_assets.lib.progress import Progress
 from genesys_assets.lib.webchat_parts import (
     COMPRESSION,
     Checkpoint,
@@ -207,6 +208,7 @@ def archive_day(client: Any, day: date, work_dir: Path, settings: ArchiveSetting
                         level=settings.compression_level)
     seen = _written_ids(work_dir, checkpoint) if resumed else set()
     pages_this_run = 0
+    progress = Progress(f"Web messaging conversations of {day} archived this run", log)
     if not checkpoint.pages_done:
         assert checkpoint.job_id is not None
         with ThreadPoolExecutor(max_workers=max(1, settings.fetch_workers), thread_name_prefix="webchat") as pool:
@@ -228,6 +230,7 @@ def archive_day(client: Any, day: date, work_dir: Path, settings: ArchiveSetting
                     lines.append(orjson.dumps(build_record(conversation, messages)) + b"\n")
                     checkpoint.messages += len(messages)
                 writer.write_page(lines)
+                progress.advance(len(lines))
                 checkpoint.pages += 1
                 checkpoint.cursor = page.cursor
                 pages_this_run += 1
@@ -235,6 +238,7 @@ def archive_day(client: Any, day: date, work_dir: Path, settings: ArchiveSetting
                     writer.close_part()
                     checkpoint.pages_done = True
                 checkpoint.save(work_dir)
+    progress.done()
     return ArchiveRun(checkpoint, resumed, resumed_from, reason, time.monotonic() - started, pages_this_run)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import struct
 import subprocess
@@ -333,6 +334,14 @@ def test_a_listed_object_with_the_wrong_bytes_is_uploaded_again(s3: Any, tmp_pat
 # ---------------------------------------------------------------------------------------------------------
 # Requests: one listing, PUT + HEAD per new file, HEAD only on a re-run, all paced by one limiter
 # ---------------------------------------------------------------------------------------------------------
+
+
+def test_staging_a_day_reports_its_progress(s3: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=rs.__name__)
+    manifest, _ = rs.stage_all(s3, _links(tmp_path, 3), date(2026, 1, 9), SETTINGS, workers=2)
+    assert manifest.height == 3
+    lines = [r.getMessage() for r in caplog.records if r.name == rs.__name__]
+    assert lines[-1].startswith("Recordings of 2026-01-09 checked and uploaded: 3 of 3 (100 %)")
 
 
 def _links(tmp_path: Path, n: int) -> list[dict[str, Any]]:
