@@ -99,7 +99,13 @@ def test_demo_materializes_every_asset_and_keeps_run_history(tmp_path: Path, mon
     # The package's progress lines reach each run's event log (dagster.yaml: managed_python_loggers).
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))  # the copied dagster.yaml names its storage by it
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
-        messages = [e.user_message for run in instance.get_runs() for e in instance.all_logs(run.run_id)]
+        events = [e for run in instance.get_runs() for e in instance.all_logs(run.run_id)]
+    messages = [e.user_message for e in events]
+    # Every asset that writes rows says how many in the metadata the UI charts across partitions.
+    counted = {e.dagster_event.asset_key.to_user_string(): e.dagster_event.event_specific_data.materialization.metadata
+               for e in events if e.dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION"}
+    missing = sorted(key for key, md in counted.items() if "dagster/row_count" not in md)
+    assert len(counted) == 11 and missing == ["warehouse_views"], missing
     for line in ("Recordings of 2026-11-02 checked and uploaded: ", "Interaction records posted: ",
                  "Web messaging conversations of 2026-11-02 archived this run: "):
         assert any(line in m for m in messages), line

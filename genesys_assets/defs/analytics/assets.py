@@ -23,6 +23,7 @@ from pydantic import Field
 
 from genesys_assets import settings
 from genesys_assets.defs.availability import require_complete_day
+from genesys_assets.defs.metadata import row_count
 from genesys_assets.defs.partitions import DAILY
 from genesys_assets.lib import wrapup_dimension
 from genesys_assets.lib.analytics_extract import (
@@ -240,7 +241,7 @@ def _extract_details(context: dg.AssetExecutionContext, config: ConversationDeta
                      day, r.conversations, r.dropped_neighbours, r.duplicate_conversations, r.pages,
                      api["api_requests"])
     return dg.MaterializeResult(metadata={
-        "rows": r.conversations, "dagster/row_count": r.conversations,
+        **row_count(r.conversations),
         **_table_metadata(r, CONVERSATION_TABLES),
         "raw_pages": r.pages, "raw_bytes": raw_bytes, "raw_files": len(chosen.raw_files),
         "preview": dg.MetadataValue.md(_preview(r.files["conversations"], "conversations")),
@@ -286,7 +287,7 @@ def _replay_details(context: dg.AssetExecutionContext, lake: Lake, pii: PiiHashi
     context.log.info("%s re-flattened from %d landed pages without the API: %d conversations", day, r.pages,
                      r.conversations)
     return dg.MaterializeResult(metadata={
-        "rows": r.conversations, "dagster/row_count": r.conversations, "source": "raw landing (replay)",
+        **row_count(r.conversations), "source": "raw landing (replay)",
         **_table_metadata(r, CONVERSATION_TABLES), "raw_pages": r.pages,
         "preview": dg.MetadataValue.md(_preview(r.files["conversations"], "conversations")),
         "dropped_neighbours": r.dropped_neighbours, "duplicate_conversations": r.duplicate_conversations,
@@ -311,6 +312,7 @@ def wrapup_codes(
     context: dg.AssetExecutionContext, genesys: GenesysCloudResource, lake: Lake, warehouse: DuckDBResource
 ) -> dg.MaterializeResult:
     client = genesys.get_client()
+    before = client.stats()
     snapshot_at = datetime.now(UTC)
     snapshot = snapshot_frame(list(client.iter_entities("/api/v2/routing/wrapupcodes", page_size=100)))
     previous = pl.from_arrow(lake.read_parquet(WRAPUP_CODES_PATH)) if lake.exists(WRAPUP_CODES_PATH) else None
@@ -330,14 +332,14 @@ def wrapup_codes(
     )
     return dg.MaterializeResult(
         metadata={
-            "rows": dimension.height,
+            **row_count(dimension.height),
             "files": 1,
             "codes_in_directory": snapshot.height,
             "renamed_since_last_snapshot": renamed,
             "deleted_since_last_snapshot": deleted,
             "bytes": size,
             "path": dg.MetadataValue.path(lake.uri(WRAPUP_CODES_PATH)),
-            **{f"api_{k}": v for k, v in client.stats().items()},
+            **{f"api_{k}": v for k, v in client.stats_since(before).items()},
         }
     )
 
@@ -399,7 +401,7 @@ def _wrapup_facts(context: dg.AssetExecutionContext, lake: Lake, pii: PiiHashing
         remove_tree(work)
     rows = r.rows.get("wrapup_facts", 0)
     return dg.MaterializeResult(metadata={
-        "rows": rows, "dagster/row_count": rows, **_table_metadata(r, ("wrapup_facts",)), "bytes": written,
+        **row_count(rows), **_table_metadata(r, ("wrapup_facts",)), "bytes": written,
         "distinct_wrap_up_codes": int(codes), "rows_labelled": int(labelled),
         "rows_with_code_but_no_label": int(unlabelled),
         "dimension_versions": 0 if dimension is None else dimension.height,

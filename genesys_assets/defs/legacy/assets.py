@@ -17,6 +17,7 @@ from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from genesys_assets.defs.metadata import row_count
 from genesys_assets.defs.partitions import DAILY
 from genesys_assets.lib import legacy_cloud as lc
 from genesys_assets.lib import legacy_id_maps as idm
@@ -115,7 +116,7 @@ def legacy_interactions(
         context.log.warning("No site timezone configured: set PURECONNECT_SITE_TIMEZONE to migrate the %d "
                             "local-time-only row(s) of this day", stats["reason_ambiguous_timezone"])
     return dg.MaterializeResult(metadata={
-        "rows": result.interactions.height,
+        **row_count(result.interactions.height),
         "files": len(sizes),
         **stats,
         "site_timezone": timezone or "(none: local-time rows quarantined)",
@@ -124,7 +125,6 @@ def legacy_interactions(
         "seconds": round(seconds, 3),
         "rows_per_second": round(stats["source_rows"] / seconds, 1) if seconds else 0.0,
         "path": dg.MetadataValue.path(lake.uri(paths.day_file(paths.INTERACTIONS, day, "interactions.parquet"))),
-        "dagster/row_count": result.interactions.height,
     })
 
 
@@ -198,7 +198,7 @@ def id_maps(
     counts = {f"{kind}_{status}": n for kind, status, n in
               maps.maps.group_by("kind", "status").len().sort("kind", "status").iter_rows()}
     return dg.MaterializeResult(
-        metadata={"rows": maps.maps.height, "files": 2, **counts, "invalid_rows": invalid.height, **targets,
+        metadata={**row_count(maps.maps.height), "files": 2, **counts, "invalid_rows": invalid.height, **targets,
                   "bytes": size, "fingerprint": maps.fingerprint(),
                   "invalid": dg.MetadataValue.json(invalid.select("kind", "legacy_id", "cloud_id", "problem")
                                                    .to_dicts()),
@@ -283,7 +283,7 @@ def staged_recordings(
                             dict(quarantined.group_by("reason").len().iter_rows()))
     staged = manifest.height - quarantined.height
     return dg.MaterializeResult(metadata={
-        "rows": manifest.height, "files": len(sizes), "staged": staged, "quarantined": quarantined.height,
+        **row_count(manifest.height), "files": len(sizes), "staged": staged, "quarantined": quarantined.height,
         **{f"reason_{r}": n for r, n in quarantined.group_by("reason").len().sort("reason").iter_rows()},
         "transcoded": int(manifest["transcoded"].sum()), "uploaded": run.uploaded,
         "already_present": run.already_present, "bytes_uploaded": run.bytes_uploaded,
@@ -412,7 +412,7 @@ def cloud_interactions(
         context.log.warning("%d record(s) not ingested: %s", cloud_quarantine.height,
                             dict(cloud_quarantine.group_by("reason").len().iter_rows()))
     return dg.MaterializeResult(metadata={
-        "rows": ingested.height, "files": len(sizes), "canonical_records": canonical.height,
+        **row_count(ingested.height), "files": len(sizes), "canonical_records": canonical.height,
         "ingested": ingested.height, "cloud_quarantined": cloud_quarantine.height,
         **{f"outcome_{k}": v for k, v in sorted(counts.items())},
         "batches": len(outcome.batches), "replayed_batches": int(batches["replayed"].sum()),
@@ -471,7 +471,7 @@ def legacy_audit_tables(
         # The day's five tables in one transaction: a reader never sees the new ledger beside the old manifest.
         replace_rows_together(connection, "day", day, {t: f.to_arrow() for t, f in frames.items()})
     loaded = {table: frame.height for table, frame in frames.items()}
-    return dg.MaterializeResult(metadata={"rows": sum(loaded.values()), "files": 0, **loaded})
+    return dg.MaterializeResult(metadata={**row_count(sum(loaded.values())), "files": 0, **loaded})
 
 
 def day_interval(day: date) -> str:

@@ -21,6 +21,7 @@ from pydantic import Field
 
 from genesys_assets import settings
 from genesys_assets.defs.availability import require_complete_day
+from genesys_assets.defs.metadata import row_count
 from genesys_assets.defs.partitions import DAILY
 from genesys_assets.lib.day_lock import day_lock
 from genesys_assets.lib.webchat_archive import (
@@ -200,7 +201,7 @@ def _archive_and_publish(context: dg.AssetExecutionContext, config: WebchatArchi
     api = client.stats_since(before)
     return dg.MaterializeResult(
         metadata={
-            "rows": manifest["records"],
+            **row_count(manifest["records"]),
             "records": manifest["records"],
             "files": len(manifest["files"]),
             "messages": manifest["messages"],
@@ -250,4 +251,4 @@ def webchat_audit_events(
     events = [orjson.loads(lake.read_bytes(p)) for p in paths]
     with warehouse.get_connection() as connection:
         loaded = upsert_events(connection, events)
-    return dg.MaterializeResult(metadata={"rows": loaded, "files": len(paths), "table": "audit_events"})
+    return dg.MaterializeResult(metadata={**row_count(loaded), "files": len(paths), "table": "audit_events"})
