@@ -106,6 +106,10 @@ def test_demo_materializes_every_asset_and_keeps_run_history(tmp_path: Path, mon
                for e in events if e.dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION"}
     missing = sorted(key for key, md in counted.items() if "dagster/row_count" not in md)
     assert len(counted) == 11 and missing == ["warehouse_views"], missing
+    # Every check result says in one line what it found.
+    checks = {(e.dagster_event.event_specific_data.asset_check_key.name): e.dagster_event.event_specific_data
+              for e in events if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert len(checks) == 13 and sorted(name for name, c in checks.items() if not c.description) == []
     for line in ("Recordings of 2026-11-02 checked and uploaded: ", "Interaction records posted: ",
                  "Web messaging conversations of 2026-11-02 archived this run: "):
         assert any(line in m for m in messages), line

@@ -45,6 +45,8 @@ def legacy_interactions_integrity(context: dg.AssetCheckExecutionContext, lake: 
         metadata={"rows": frame.height, "duplicate_ids": len(duplicates), "outside_day": len(outside),
                   "end_before_start": len(reversed_), "duplicate_ids_listed": _listed(duplicates),
                   "outside_day_listed": _listed(outside), "end_before_start_listed": _listed(reversed_)},
+        description=f"{frame.height} interactions: {len(duplicates)} duplicate Cloud id(s), {len(outside)} outside "
+                    f"{day}, {len(reversed_)} ending before they start",
     )
 
 
@@ -100,7 +102,9 @@ def legacy_reconciliation(
             "canonical_not_posted": _listed(list(not_posted)),
             "missing_in_target": _listed(missing_in_target), "unexpected_in_target": _listed(unexpected_in_target),
         },
-        description=None if passed else (
+        description=(
+            f"{len(source_ids)} source rows = {ingested.height} ingested + {quarantined} quarantined + {skipped} "
+            f"skipped duplicates; the target holds {len(in_target)}") if passed else (
             f"{len(lost)} source row(s) unaccounted, {len(doubled)} doubled, {len(not_posted)} canonical record(s) "
             f"neither ingested nor quarantined, {len(missing_in_target)} ingested id(s) missing from the target, "
             f"{len(unexpected_in_target)} unexpected"),
@@ -129,6 +133,8 @@ def legacy_recordings_playback(
         passed=not failed,
         metadata={"sampled": len(sample), "staged": len(staged), "failed": len(failed),
                   "failures": dg.MetadataValue.json(dict(list(failed.items())[:LISTED]))},
+        description=f"{len(sample) - len(failed)} of {len(sample)} sampled recordings (of {len(staged)} staged) "
+                    "came back intact and playable" + (f"; {len(failed)} did not (see failures)" if failed else ""),
     )
 
 
@@ -163,4 +169,6 @@ def legacy_mapping_coverage(
         metadata={"fallback_user_share": round(agent_share, 4), "default_queue_share": round(queue_share, 4),
                   "on_fallback_user": fallback, "on_default_queue": default, "wrapup_unmapped": wrapup_unmapped,
                   "ingested": ingested.height, "warning_share": threshold},
+        description=f"{agent_share:.1%} of records on the fallback user, {queue_share:.1%} on the default queue "
+                    f"(warning above {threshold:.0%}); {wrapup_unmapped} wrap-up(s) unmapped",
     )

@@ -30,7 +30,9 @@ def webchat_archive_count(
     manifest = read_manifest(lake, day)
     archived = int(manifest["records"]) if manifest else -1
     expected = genesys.get_client().details_query_total_hits(query_body(day))
-    return dg.AssetCheckResult(passed=archived == expected,
+    description = (f"no archive manifest for {day}: webchat_archive has not completed this day" if manifest is None
+                   else f"{archived} conversations archived, {expected} web messaging conversations started that day")
+    return dg.AssetCheckResult(passed=archived == expected, description=description,
                                metadata={"archived": archived, "expected": expected, "difference": archived - expected})
 
 
@@ -39,7 +41,9 @@ def webchat_archive_count(
                 "ids, sha256 and counts match the manifest.")
 def webchat_archive_integrity(context: dg.AssetCheckExecutionContext, lake: Lake) -> dg.AssetCheckResult:
     result = verify_day(lake, date.fromisoformat(context.partition_key))
-    return dg.AssetCheckResult(passed=result.ok, metadata={
+    return dg.AssetCheckResult(passed=result.ok, description=(
+        f"{result.files} file(s), {result.records} records: {len(result.problems)} problem(s)"
+        + (f", first: {result.problems[0]}" if result.problems else "")), metadata={
         "files": result.files, "records": result.records, "bytes": result.bytes, "bytes_raw": result.bytes_raw,
         "problems": dg.MetadataValue.json(result.problems[:50]), "problem_count": len(result.problems),
     })
@@ -60,6 +64,8 @@ def webchat_archive_messages_complete(
         if listed != archived or len(record.get("messages") or []) != len(listed):
             mismatched.append({"id": record["id"], "listed": len(listed),
                                "archived": len(record.get("messages") or [])})
-    return dg.AssetCheckResult(passed=not mismatched, metadata={
+    return dg.AssetCheckResult(passed=not mismatched, description=(
+        f"{len(sample) - len(mismatched)} of {len(sample)} sampled conversations have every message Genesys "
+        "lists"), metadata={
         "sampled": len(sample), "mismatched": dg.MetadataValue.json(mismatched),
     })
