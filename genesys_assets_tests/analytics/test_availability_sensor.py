@@ -119,3 +119,14 @@ def test_without_a_cursor_it_starts_at_the_configured_start_date(emulator: Genes
     assert [r.partition_key for r in result.run_requests] == [
         (DAY - timedelta(days=n)).isoformat() for n in (2, 1, 0)]
     assert result.cursor == DAY.isoformat()
+
+
+def test_the_sensor_runs_a_named_job_of_both_details_api_readers() -> None:
+    from genesys_assets.definitions import build_definitions
+
+    repo = build_definitions().get_repository_def()
+    job = repo.get_job(analytics_availability_sensor.job_name)
+    assert job.name == "details_api_day_job" and "conversation_details and webchat_archive" in job.description
+    selected = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
+    assert selected == {"conversation_details", "webchat_archive"}
+    assert job.partitions_def is not None  # daily, from the assets

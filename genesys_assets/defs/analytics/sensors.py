@@ -38,9 +38,17 @@ def configured_start(watermark_day: date) -> date:
     return watermark_day - timedelta(days=DEFAULT_LOOKBACK_DAYS - 1)
 
 
+details_api_day_job = dg.define_asset_job(
+    "details_api_day_job",
+    selection=[analytics_assets.conversation_details, messaging_assets.webchat_archive],
+    description="One day of both readers of the analytics details API, conversation_details and webchat_archive, "
+    "with their checks: what analytics_availability_sensor requests once the day is complete.",
+)
+
+
 @dg.sensor(
     name="analytics_availability_sensor",
-    target=[analytics_assets.conversation_details, messaging_assets.webchat_archive],
+    target=details_api_day_job,
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests each day of conversation_details and webchat_archive once the availability watermark "
