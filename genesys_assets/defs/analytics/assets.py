@@ -23,7 +23,7 @@ from pydantic import Field
 
 from genesys_assets import settings
 from genesys_assets.defs.availability import require_complete_day
-from genesys_assets.defs.metadata import row_count
+from genesys_assets.defs.metadata import column_schema, row_count
 from genesys_assets.defs.partitions import DAILY
 from genesys_assets.lib import wrapup_dimension
 from genesys_assets.lib.analytics_extract import (
@@ -58,7 +58,7 @@ from genesys_assets.lib.analytics_quality import markdown_preview, schema_markdo
 from genesys_assets.lib.analytics_views import create_views
 from genesys_assets.lib.conversation_details import DayResult, MissingRequiredFieldError
 from genesys_assets.lib.day_lock import day_lock
-from genesys_assets.lib.schemas import SCHEMA_VERSION, TABLE_SCHEMAS
+from genesys_assets.lib.schemas import SCHEMA_VERSION, TABLE_SCHEMAS, WRAPUP_FACTS_SCHEMA
 from genesys_assets.lib.warehouse import replace_table
 from genesys_assets.lib.wrapup_dimension import merge_snapshot, snapshot_frame
 from genesys_assets.resources.genesys_cloud import (
@@ -360,6 +360,7 @@ def read_wrapup_dimension(lake: Lake) -> pl.DataFrame | None:
     automation_condition=FOLLOW_UPSTREAM_DAY,
     kinds={"polars", "parquet"},
     code_version="1",
+    metadata=column_schema(WRAPUP_FACTS_SCHEMA),
     description=(
         "One row per wrap-up segment of the day's conversations: the immutable wrap_up_code_id and the label valid "
         "at conversation time (from the wrapup_codes dimension, never validated against today's codes). "

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from genesys_assets import settings
 from genesys_assets.defs.availability import require_complete_day
-from genesys_assets.defs.metadata import row_count
+from genesys_assets.defs.metadata import column_schema, row_count
 from genesys_assets.defs.partitions import DAILY
 from genesys_assets.lib.day_lock import day_lock
 from genesys_assets.lib.webchat_archive import (
@@ -36,6 +36,7 @@ from genesys_assets.lib.webchat_archive import (
 )
 from genesys_assets.lib.webchat_audit import (
     ARCHIVE_EXPORT_COMPLETED,
+    AUDIT_SCHEMA,
     audit_event,
     audit_log_line,
     audit_path,
@@ -240,6 +241,7 @@ def _archive_and_publish(context: dg.AssetExecutionContext, config: WebchatArchi
     pool=WAREHOUSE_POOL,
     code_version="1",
     automation_condition=dg.AutomationCondition.eager(),
+    metadata=column_schema(AUDIT_SCHEMA),
     description="The day's archive audit events (lake audit/events/source=webchat_archive/) upserted into the "
     "warehouse table audit_events; rebuildable from the lake at any time.",
 )
