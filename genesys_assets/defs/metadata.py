@@ -16,3 +16,9 @@ def column_schema(schema: pa.Schema) -> dict[str, dg.TableSchema]:
     return {"dagster/column_schema": dg.TableSchema(columns=[
         dg.TableColumn(f.name, str(f.type), constraints=dg.TableColumnConstraints(nullable=f.nullable))
         for f in schema])}
+
+
+def api_calls(stats: dict[str, float]) -> dict[str, float]:
+    """A run's Genesys Cloud client counters (``stats_since``) as ``api_<counter>``: the same names on every asset
+    (requests, retries, throttled, server_errors, connection_errors, token_refreshes, seconds_waiting, ...)."""
+    return {f"api_{name}": value for name, value in stats.items()}

@@ -70,7 +70,7 @@ def test_metadata_shows_rows_bytes_preview_schema_api_and_job(first_run) -> None
     for t in TABLES:
         assert md[f"rows_{t}"] > 0 and md[f"bytes_{t}"] > 0 and md[f"files_{t}"] == 1
     assert md["files"] == 4 and md["raw_pages"] >= 1 and md["api_requests"] >= 5
-    assert "api_429s" in md and "api_retries" in md and md["seconds_submit_to_fulfilled"] > 0
+    assert "api_throttled" in md and "api_retries" in md and md["seconds_submit_to_fulfilled"] > 0
     assert len(md["job_ids"]) == 1 and md["windows_tried"][0]["window_hours"] == 24
     assert md["preview"].startswith("| conversation_id |") and "`conversation_start`: `timestamp[us, tz=UTC]`" in md[
         "schema"]

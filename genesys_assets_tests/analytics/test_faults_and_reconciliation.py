@@ -94,7 +94,7 @@ def test_faults_give_the_fault_free_output(emulator: GenesysEmulator, clean_dige
     md = metadata(result, "conversation_details")
     window = md["windows_tried"][0]["windows"][0]
     assert window["submissions"] == 2 and "EXPIRED" in window["failed_jobs"][0]
-    assert md["api_retries"] > 0 and md["api_429s"] + md["api_5xx"] > 0
+    assert md["api_retries"] > 0 and md["api_throttled"] + md["api_server_errors"] > 0
     statuses = [e["status"] for e in emulator.request_log()]
     assert 429 in statuses and 401 in statuses and md["api_token_refreshes"] > 1
 

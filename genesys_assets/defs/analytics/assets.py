@@ -23,7 +23,7 @@ from pydantic import Field
 
 from genesys_assets import settings
 from genesys_assets.defs.availability import require_complete_day
-from genesys_assets.defs.metadata import column_schema, row_count
+from genesys_assets.defs.metadata import api_calls, column_schema, row_count
 from genesys_assets.defs.partitions import DAILY
 from genesys_assets.lib import wrapup_dimension
 from genesys_assets.lib.analytics_extract import (
@@ -105,16 +105,6 @@ def _preview(files: list[Path], table: str) -> str:
         return "(no rows)"
     cols = _PREVIEW_COLUMNS.get(table)
     return markdown_preview(first.read_row_group(0, columns=cols).slice(0, 5))
-
-
-def _api_metadata(stats: dict[str, float]) -> dict[str, Any]:
-    return {
-        "api_requests": int(stats.get("requests", 0)), "api_retries": int(stats.get("retries", 0)),
-        "api_429s": int(stats.get("throttled", 0)), "api_5xx": int(stats.get("server_errors", 0)),
-        "api_connection_errors": int(stats.get("connection_errors", 0)),
-        "api_token_refreshes": int(stats.get("token_refreshes", 0)),
-        "api_seconds_waiting": float(stats.get("seconds_waiting", 0.0)),
-    }
 
 
 def _table_metadata(result: DayResult, tables: tuple[str, ...]) -> dict[str, Any]:
@@ -212,7 +202,7 @@ def _extract_details(context: dg.AssetExecutionContext, config: ConversationDeta
             chosen = result
             break
         remove_tree(result.tables_dir.parent)
-    api = _api_metadata(client.stats_since(before))
+    api = api_calls(client.stats_since(before))
     if chosen is None:
         raise dg.Failure(
             description=f"Conversation details for {day} do not reconcile: every pass was more than "
@@ -339,7 +329,7 @@ def wrapup_codes(
             "deleted_since_last_snapshot": deleted,
             "bytes": size,
             "path": dg.MetadataValue.path(lake.uri(WRAPUP_CODES_PATH)),
-            **{f"api_{k}": v for k, v in client.stats_since(before).items()},
+            **api_calls(client.stats_since(before)),
         }
     )
 

@@ -17,7 +17,7 @@ from dagster_aws.s3 import S3Resource
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from genesys_assets.defs.metadata import row_count
+from genesys_assets.defs.metadata import api_calls, row_count
 from genesys_assets.defs.partitions import DAILY
 from genesys_assets.lib import legacy_cloud as lc
 from genesys_assets.lib import legacy_id_maps as idm
@@ -202,7 +202,7 @@ def id_maps(
                   "bytes": size, "fingerprint": maps.fingerprint(),
                   "invalid": dg.MetadataValue.json(invalid.select("kind", "legacy_id", "cloud_id", "problem")
                                                    .to_dicts()),
-                  **{f"api_{k}": v for k, v in client.stats_since(before).items()}},
+                  **api_calls(client.stats_since(before))},
         data_version=dg.DataVersion(maps.fingerprint()),
     )
 
@@ -421,7 +421,7 @@ def cloud_interactions(
         "unmapped_queue_rule": rule,
         "seconds": round(seconds, 3),
         "records_per_second": round(sendable.height / seconds, 1) if seconds else 0.0,
-        **{f"api_{k}": v for k, v in client.stats_since(before).items()},
+        **api_calls(client.stats_since(before)),
     })
 
 

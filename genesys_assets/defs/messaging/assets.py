@@ -21,7 +21,7 @@ from pydantic import Field
 
 from genesys_assets import settings
 from genesys_assets.defs.availability import require_complete_day
-from genesys_assets.defs.metadata import column_schema, row_count
+from genesys_assets.defs.metadata import api_calls, column_schema, row_count
 from genesys_assets.defs.partitions import DAILY
 from genesys_assets.lib.day_lock import day_lock
 from genesys_assets.lib.webchat_archive import (
@@ -221,10 +221,7 @@ def _archive_and_publish(context: dg.AssetExecutionContext, config: WebchatArchi
             "resumed": run.resumed,
             "resumed_from_page": run.resumed_from_page if run.resumed_from_page is not None else -1,
             "pages": cp.pages,
-            "api_requests": api["requests"],
-            "api_retries": api["retries"],
-            "api_throttled": api["throttled"],
-            "api_server_errors": api["server_errors"],
+            **api_calls(api),
             "path": dg.MetadataValue.path(destination),
             "manifest": dg.MetadataValue.json(orjson.loads(manifest_bytes)),
             "lake_paths": dg.MetadataValue.json(paths),
