@@ -30,12 +30,19 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
     return failures[0].step_failure_data.error.message  # type: ignore[union-attr]
 
 
+def _failure_metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+    data = result.get_step_failure_events()[0].step_failure_data.user_failure_data  # type: ignore[union-attr]
+    assert data is not None
+    return {k: v.value for k, v in data.metadata.items()}
+
+
 def test_residency_refusal_happens_before_any_request(emu: GenesysEmulator, tmp_path: Path) -> None:
     resources = make_resources(emu, tmp_path, region="eu_west_1")  # base URL still the sandbox
     deliveries = len(emu.webhook_deliveries())
     result = archive(resources, tmp_path, with_checks=False, raise_on_error=False)
     message = _failure(result)
     assert "Data residency" in message and "'eu_west_1'" in message and "ALLOWED_REGIONS (sandbox)" in message
+    assert _failure_metadata(result) == {"region": "eu_west_1", "allowed_regions": "sandbox"}
     assert emu.request_log() == [], "no request at all, not even a token"
     assert part_bytes(tmp_path) == {}
     assert len(emu.webhook_deliveries()) == deliveries
@@ -50,6 +57,8 @@ def test_quota_refusal_happens_before_any_data_request(
     result = archive(resources, tmp_path, with_checks=False, raise_on_error=False)
     message = _failure(result)
     assert "Storage quota" in message and "ARCHIVE_QUOTA_MB=0.001" in message
+    limits = _failure_metadata(result)
+    assert limits["quota_mib"] == 0.001 and limits["conversations"] > 0 and limits["bytes_per_record"] > 0
     requests = [(r["method"], r["path"]) for r in emu.request_log()]
     assert requests == [("POST", "/oauth/token"), ("GET", AVAILABILITY),
                         ("POST", "/api/v2/analytics/conversations/details/query")]

@@ -95,8 +95,9 @@ class WebchatArchiveConfig(dg.Config):
         return root / ASSET_NAME / f"day={day.isoformat()}"
 
 
-def _refuse(exc: ArchivePolicyError) -> dg.Failure:
-    return dg.Failure(description=str(exc), allow_retries=False)
+def _refuse(exc: ArchivePolicyError, **limits: Any) -> dg.Failure:
+    """A policy refusal (never retried), with the figures it was decided on shown in the UI."""
+    return dg.Failure(description=str(exc), allow_retries=False, metadata=limits)
 
 
 @dg.asset(
@@ -128,7 +129,7 @@ def webchat_archive(
     try:
         check_residency(region, allowed)  # no request has been sent yet
     except ArchivePolicyError as exc:
-        raise _refuse(exc) from None
+        raise _refuse(exc, region=region, allowed_regions=", ".join(sorted(allowed))) from None
 
     client = genesys.get_client()
     before = client.stats()
@@ -139,7 +140,8 @@ def webchat_archive(
     try:
         estimate_mb = check_quota(total_hits, bytes_per_record, quota_mb)
     except ArchivePolicyError as exc:
-        raise _refuse(exc) from None
+        raise _refuse(exc, conversations=total_hits, bytes_per_record=bytes_per_record,
+                      bytes_per_record_basis="measured" if measured else "default", quota_mib=quota_mb) from None
     context.log.info("%s: %d web messaging conversations, estimated %.2f MiB of %g MiB quota (region %s)",
                      day, total_hits, estimate_mb, quota_mb, region)
 
