@@ -106,6 +106,10 @@ def test_demo_materializes_every_asset_and_keeps_run_history(tmp_path: Path, mon
                for e in events if e.dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION"}
     missing = sorted(key for key, md in counted.items() if "dagster/row_count" not in md)
     assert len(counted) == 11 and missing == ["warehouse_views"], missing
+    for asset, key in (("legacy_interactions", "quarantine_path"), ("staged_recordings", "manifest_path"),
+                       ("cloud_interactions", "ledger_path"), ("id_maps", "path")):
+        assert Path(counted[asset][key].value).is_file(), (asset, key)  # where the output is, as the UI shows it
+    assert counted["staged_recordings"]["staged_to"].value.startswith("s3://")
     calling_the_api = ("conversation_details", "wrapup_codes", "id_maps", "cloud_interactions", "webchat_archive")
     assert all({"api_requests", "api_throttled", "api_server_errors"} <= set(counted[a]) for a in calling_the_api)
     # Every check result says in one line what it found.

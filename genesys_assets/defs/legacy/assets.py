@@ -29,6 +29,7 @@ from genesys_assets.lib.recordings_staging import (
     MANIFEST_SCHEMA,
     QUARANTINED,
     StagingSettings,
+    day_prefix,
     stage_all,
 )
 from genesys_assets.lib.warehouse import replace_rows_together, replace_table
@@ -124,7 +125,8 @@ def legacy_interactions(
         "read_seconds": round(read_seconds, 3),
         "seconds": round(seconds, 3),
         "rows_per_second": round(stats["source_rows"] / seconds, 1) if seconds else 0.0,
-        "path": dg.MetadataValue.path(lake.uri(paths.day_file(paths.INTERACTIONS, day, "interactions.parquet"))),
+        "path": day_path(lake, paths.INTERACTIONS, day, "interactions.parquet"),
+        "quarantine_path": day_path(lake, paths.quarantine_base("interactions"), day, "quarantine.parquet"),
     })
 
 
@@ -200,6 +202,7 @@ def id_maps(
     return dg.MaterializeResult(
         metadata={**row_count(maps.maps.height), "files": 2, **counts, "invalid_rows": invalid.height, **targets,
                   "bytes": size, "fingerprint": maps.fingerprint(),
+                  "path": dg.MetadataValue.path(lake.uri(paths.ID_MAPS_PATH)),
                   "invalid": dg.MetadataValue.json(invalid.select("kind", "legacy_id", "cloud_id", "problem")
                                                    .to_dicts()),
                   **api_calls(client.stats_since(before))},
@@ -216,6 +219,11 @@ def load_id_maps(lake: Lake) -> idm.IdMaps:
     assert isinstance(frame, pl.DataFrame)
     return idm.IdMaps(frame, targets["fallback_user_id"], targets["fallback_user_name"],
                       targets["default_queue_id"], targets["default_queue_name"])
+
+
+def day_path(lake: Lake, base: str, day: date, name: str) -> dg.MetadataValue:
+    """A day's lake file as a path the UI shows (and copies)."""
+    return dg.MetadataValue.path(lake.uri(paths.day_file(base, day, name)))
 
 
 def read_required(lake: Lake, base: str, day: date, name: str, upstream: str) -> pl.DataFrame:
@@ -291,6 +299,9 @@ def staged_recordings(
         "non_call_recordings": links.height - calls.height,
         "seconds": round(seconds, 3), "recordings_per_second": round(manifest.height / seconds, 1) if seconds else 0,
         "bucket": settings.bucket,
+        "staged_to": dg.MetadataValue.path(f"s3://{settings.bucket}/{day_prefix(day)}"),
+        "manifest_path": day_path(lake, paths.RECORDINGS_MANIFEST, day, "manifest.parquet"),
+        "quarantine_path": day_path(lake, paths.quarantine_base("recordings"), day, "quarantine.parquet"),
     })
 
 
@@ -419,6 +430,8 @@ def cloud_interactions(
         "agents_on_fallback_user": int((ingested["agent_mapping"] == "fallback").sum()),
         "queues_on_default_queue": int((ingested["queue_mapping"] == "default").sum()),
         "unmapped_queue_rule": rule,
+        "ledger_path": day_path(lake, paths.INGEST_LEDGER, day, "ledger.parquet"),
+        "quarantine_path": day_path(lake, paths.quarantine_base("cloud"), day, "quarantine.parquet"),
         "seconds": round(seconds, 3),
         "records_per_second": round(sendable.height / seconds, 1) if seconds else 0.0,
         **api_calls(client.stats_since(before)),
