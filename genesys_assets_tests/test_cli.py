@@ -117,7 +117,9 @@ def test_demo_materializes_every_asset_and_keeps_run_history(tmp_path: Path, mon
               for e in events if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"}
     assert len(checks) == 13 and sorted(name for name, c in checks.items() if not c.description) == []
     for line in ("Recordings of 2026-11-02 checked and uploaded: ", "Interaction records posted: ",
-                 "Web messaging conversations of 2026-11-02 archived this run: "):
+                 "Web messaging conversations of 2026-11-02 archived this run: ",
+                 "Conversations of 2026-11-02T00:00:00.000Z/2026-11-03T00:00:00.000Z fetched and flattened: ",
+                 "Landed pages of 2026-11-02 re-flattened: "):
         assert any(line in m for m in messages), line
     assert (home / "lake" / "analytics" / "dimensions" / "wrapup_codes" / "wrapup_codes.parquet").is_file()
     assert not (home / "sandbox" / "endpoints.json").exists()

@@ -48,6 +48,7 @@ from genesys_assets.lib.analytics_plan import (
 )
 from genesys_assets.lib.conversation_details import DayFlattener, DayResult
 from genesys_assets.lib.pii import AddressHasher
+from genesys_assets.lib.progress import Progress
 from genesys_assets.lib.raw_redaction import redact_page
 from genesys_assets.resources.genesys_cloud_client import DetailsJobPage, GenesysCloudClient
 from genesys_assets.resources.genesys_cloud_errors import DetailsJobExpired, DetailsJobFailed, GenesysApiError
@@ -273,6 +274,7 @@ def run_window(client: GenesysCloudClient, flattener: DayFlattener, run: WindowR
                      name=f"details-pages-{job_id[:8]}") as fetched, \
             Prefetch(_redacted(fetched, hasher, run), name=f"details-redact-{job_id[:8]}") as redacted_pages, \
             _page_size_hint(run, page_size):
+        progress = Progress(f"Conversations of {run.window} fetched and flattened", log)
         for available, redacted in redacted_pages:
             if available is not None and available < day_end:
                 raise DayNotAvailableError(
@@ -281,8 +283,11 @@ def run_window(client: GenesysCloudClient, flattener: DayFlattener, run: WindowR
             landing.write(redacted + b"\n")
             run.raw_bytes += len(redacted) + 1
             run.pages += 1
-            run.returned += redacted.count(b'"conversationId"')  # one per conversation; no parse needed
+            conversations = redacted.count(b'"conversationId"')  # one per conversation; no parse needed
+            run.returned += conversations
             flattener.add_page(redacted)
+            progress.advance(conversations)
+        progress.done()
     run.seconds_waiting_for_api = round(run.seconds_waiting_for_api, 3)  # summed unrounded, page by page
 
 
@@ -336,7 +341,10 @@ def replay_pass(pages: Iterable[bytes], day: date, work: Path, hasher: AddressHa
     out = work / "tables"
     with DayFlattener(day, work / "flatten", hasher, labels=labels, tables=tables) as flattener, \
             Prefetch(pages, depth=REPLAY_READ_AHEAD, name=f"replay-pages-{day.isoformat()}") as read:
+        progress = Progress(f"Landed pages of {day} re-flattened", log)
         for raw in read:
             flattener.add_page(raw)
+            progress.advance()
+        progress.done()
         return flattener.finish(out)
 
