@@ -110,6 +110,8 @@ def test_demo_materializes_every_asset_and_keeps_run_history(tmp_path: Path, mon
                        ("cloud_interactions", "ledger_path"), ("id_maps", "path")):
         assert Path(counted[asset][key].value).is_file(), (asset, key)  # where the output is, as the UI shows it
     assert counted["staged_recordings"]["staged_to"].value.startswith("s3://")
+    for asset in ("warehouse_views", "legacy_audit_tables"):
+        assert counted[asset]["database"].value == str(home / "warehouse.duckdb")
     calling_the_api = ("conversation_details", "wrapup_codes", "id_maps", "cloud_interactions", "webchat_archive")
     assert all({"api_requests", "api_throttled", "api_server_errors"} <= set(counted[a]) for a in calling_the_api)
     # Every check result says in one line what it found.

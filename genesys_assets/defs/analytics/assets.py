@@ -424,5 +424,5 @@ def warehouse_views(context: dg.AssetExecutionContext, lake: Lake, warehouse: Du
         context.log.info("No lake files yet for %s: typed empty views created", ", ".join(empty))
     return dg.MaterializeResult(metadata={
         "views": dg.MetadataValue.json(sorted(views)), "views_without_files": dg.MetadataValue.json(empty),
-        "files": 0,
+        "files": 0, "database": dg.MetadataValue.path(warehouse.database),
     })

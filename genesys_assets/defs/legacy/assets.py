@@ -484,7 +484,8 @@ def legacy_audit_tables(
         # The day's five tables in one transaction: a reader never sees the new ledger beside the old manifest.
         replace_rows_together(connection, "day", day, {t: f.to_arrow() for t, f in frames.items()})
     loaded = {table: frame.height for table, frame in frames.items()}
-    return dg.MaterializeResult(metadata={**row_count(sum(loaded.values())), "files": 0, **loaded})
+    return dg.MaterializeResult(metadata={**row_count(sum(loaded.values())), "files": 0, **loaded,
+                                          "database": dg.MetadataValue.path(warehouse.database)})
 
 
 def day_interval(day: date) -> str:
