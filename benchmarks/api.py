@@ -68,7 +68,7 @@ def child_materialize(args: dict[str, Any]) -> dict[str, Any]:
     digests = {str(f.relative_to(home)): hashlib.sha256(f.read_bytes()).hexdigest()
                for f in sorted((home / "lake" / "analytics").glob(f"*/{part}/*.parquet"))}
     return {"seconds": seconds, "rows": int(meta.get("rows", 0)), "raw_pages": int(meta.get("raw_pages", 0)),
-            "client_requests": int(meta.get("api_requests", 0)), "client_429s": int(meta.get("api_throttled", 0)),
+            "client_requests": int(meta.get("api_requests", 0)), "client_throttled": int(meta.get("api_throttled", 0)),
             "seconds_waiting": float(meta.get("api_seconds_waiting", 0.0)),
             "seconds_waiting_for_api": round(sum(w.get("seconds_waiting_for_api", 0.0)
                                                  for w in (meta.get("windows_tried") or [{}])[-1].get("windows", [])),

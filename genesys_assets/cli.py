@@ -172,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.command in ("dev", "doctor"):  # the commands that follow the mode (sandbox and demo are sandbox-only)
+        try:
+            settings.mode()
+        except ValueError as exc:  # half a credential, an unknown GENESYS_MODE: one line, not a traceback
+            print(f"genesys-assets: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     raise SystemExit(args.handler(args))
 
 

@@ -6,6 +6,7 @@ the sandbox's state and ``DAGSTER_HOME``, so run history survives restarts of th
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -58,7 +59,9 @@ def env_number(name: str, default: float, *, integer: bool = False, low: float |
         value: float = int(raw) if integer else float(raw)
     except ValueError:
         raise ValueError(f"{name} must be {kind}, got {raw!r}; unset it to use the default {default:g}") from None
-    if value != value or (low is not None and value < low) or (high is not None and value > high):  # NaN too
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {raw!r}; unset it to use the default {default:g}")
+    if (low is not None and value < low) or (high is not None and value > high):
         bounds = " and ".join(f"{op} {b:g}" for op, b in ((">=", low), ("<=", high)) if b is not None)
         raise ValueError(f"{name} must be {bounds}, got {raw!r}; unset it to use the default {default:g}")
     return value

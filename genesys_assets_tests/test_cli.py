@@ -46,6 +46,16 @@ def _wait_for(path: Path, process: subprocess.Popen, seconds: float) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.parametrize("command", ["doctor", "dev"])
+def test_half_a_credential_is_one_line_naming_the_missing_one(command: str, tmp_path: Path) -> None:
+    env = {**_env(tmp_path), "GENESYS_CLIENT_ID": "an-id"}
+    done = subprocess.run(_command(command), env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "genesys-assets: GENESYS_CLIENT_ID is set but GENESYS_CLIENT_SECRET is not: set both for live mode (a "
+        "Genesys Cloud OAuth client-credentials client), or GENESYS_MODE=sandbox to run on the sandbox"]
+
+
 def test_days_are_inclusive_and_ordered() -> None:
     args = build_parser().parse_args(["demo", "--start", "2026-11-02", "--end", "2026-11-04"])
     assert [d.isoformat() for d in days_between(args.start, args.end)] == ["2026-11-02", "2026-11-03", "2026-11-04"]

@@ -69,7 +69,8 @@ def test_a_numeric_setting_is_read_or_defaults(monkeypatch: pytest.MonkeyPatch, 
     ("2.5", True, "SOME_SETTING must be a whole number, got '2.5'"),
     ("-1", False, "SOME_SETTING must be >= 0 and <= 1, got '-1'"),
     ("1.01", False, "SOME_SETTING must be >= 0 and <= 1, got '1.01'"),
-    ("nan", False, "SOME_SETTING must be >= 0 and <= 1, got 'nan'"),
+    ("nan", False, "SOME_SETTING must be a finite number, got 'nan'"),
+    ("inf", False, "SOME_SETTING must be a finite number, got 'inf'"),
 ])
 def test_a_bad_numeric_setting_is_refused_by_name(monkeypatch: pytest.MonkeyPatch, raw: str, integer: bool,
                                                   message: str) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 
 class Progress:
-    """``advance`` as items finish; ``done`` closes with a last line if the total was not known up front."""
+    """``advance`` as items finish; ``done`` writes the closing line unless reaching the total already did."""
 
     def __init__(self, what: str, log: logging.Logger, total: int | None = None, *, every_seconds: float = 15.0,
                  clock: Callable[[], float] = time.monotonic) -> None:

@@ -238,7 +238,7 @@ def archive_day(client: Any, day: date, work_dir: Path, settings: ArchiveSetting
                     writer.close_part()
                     checkpoint.pages_done = True
                 checkpoint.save(work_dir)
-    progress.done()
+        progress.done()
     return ArchiveRun(checkpoint, resumed, resumed_from, reason, time.monotonic() - started, pages_this_run)
 
 

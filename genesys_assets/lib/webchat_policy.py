@@ -71,13 +71,14 @@ def average_record_bytes(manifests: Iterable[Mapping[str, Any]]) -> float | None
     return total / records if records else None
 
 
-def check_quota(total_hits: int, bytes_per_record: float, quota_mb: float) -> float:
-    """Refuse when the estimate exceeds the quota; returns the estimate in MiB."""
+def check_quota(total_hits: int, bytes_per_record: float, quota_mb: float, basis: str = "measured average") -> float:
+    """Refuse when the estimate exceeds the quota; returns the estimate in MiB. ``basis`` says where
+    ``bytes_per_record`` came from (earlier days' manifests, or the default before there are any)."""
     estimate_mb = total_hits * bytes_per_record / MIB
     if estimate_mb > quota_mb:
         raise ArchivePolicyError(
             f"Storage quota: the day's {total_hits:,} web messaging conversations x {bytes_per_record:,.0f} bytes "
-            f"(measured average) = {estimate_mb:,.2f} MB exceeds ARCHIVE_QUOTA_MB={quota_mb:g}. Nothing was "
+            f"({basis}) = {estimate_mb:,.2f} MB exceeds ARCHIVE_QUOTA_MB={quota_mb:g}. Nothing was "
             "extracted. Raise ARCHIVE_QUOTA_MB (or the asset config archive_quota_mb) or free storage."
         )
     return estimate_mb

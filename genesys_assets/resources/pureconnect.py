@@ -48,7 +48,6 @@ exactly the ambiguity the caller must resolve, so the resource does not pretend 
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -123,59 +122,67 @@ class PureConnectError(RuntimeError):
     """A failed PureConnect read. The message names the backend and host, never the password."""
 
 
-# ``scheme://user:password@``, the password taken to the *last* "@": a password with an unencoded "/", "?" or "#"
-# hides from ``urlsplit`` (which ends the host at the first "/"), and would be printed. Over-redacting is safe.
-_USERINFO = re.compile(r"^([A-Za-z][\w+.-]*://[^:/@?#]*:)(.*)@")
+# ``scheme://user:password@host/...``: the password runs to the last "@" that a "/" still follows (the host and
+# database), so a password with an unencoded "/", "?" or "#" cannot hide from redaction behind ``urlsplit``, which
+# ends the host at the first "/". A URI with no path after the "@" (``sa:pw@host``) falls back to the last "@",
+# unless what follows ``host:`` is a port and a path (``db:1433/I3_IC?user=a@b`` has no password there).
+_USERINFO_HOSTED = re.compile(r"^([A-Za-z][\w+.-]*://[^:/@?#]*:)(.*)@(?=.*/)")
+_USERINFO_ANY = re.compile(r"^([A-Za-z][\w+.-]*://[^:/@?#]*:)(.*)@")
+_PORT_AND_PATH = re.compile(r"\d+[/?#]")
 _QUERY_PASSWORD = re.compile(r"(?i)((?:password|pwd)=)([^&;]*)")
 _URI_FORMS = "mssql://user:password@host:1433/I3_IC, oracle://user:password@host:1521/SERVICE or sqlite:///path"
 
 
+def _userinfo(uri: str) -> re.Match[str] | None:
+    """``scheme://user:`` and the password of ``uri``, or None when it has no password before its host."""
+    hosted = _USERINFO_HOSTED.match(uri)
+    if hosted:
+        return hosted
+    loose = _USERINFO_ANY.match(uri)
+    return None if loose is None or _PORT_AND_PATH.match(loose.group(2)) else loose
+
+
 def redact_uri(uri: str) -> str:
     """``uri`` with the password (and any ``password=``/``pwd=`` query value) replaced by ``***``."""
-    userinfo = _USERINFO.match(uri)
+    if "://" not in uri:  # no telling where a password would be
+        return "<a PureConnect URI without '://'>"
+    userinfo = _userinfo(uri)
     redacted = f"{userinfo.group(1)}***@{uri[userinfo.end():]}" if userinfo else uri
     return _QUERY_PASSWORD.sub(r"\1***", redacted)
 
 
 def _secrets_of(uri: str) -> list[str]:
-    userinfo = _USERINFO.match(uri)
+    userinfo = _userinfo(uri)
     found = [userinfo.group(2)] if userinfo else []
-    with contextlib.suppress(ValueError):
-        found.append(urlsplit(uri).password or "")
     found += [m.group(2) for m in _QUERY_PASSWORD.finditer(uri)]
     found = [s for s in found if s]
     return sorted({*found, *(unquote(s) for s in found)}, key=len, reverse=True)  # longest first: no partial leak
 
 
-def _password_needs_encoding(uri: str) -> bool:
-    """A "/", "?" or "#" in the password: drivers would end the host there (and connect somewhere else). Not
-    when what follows ``host:`` is a port (``db:1433/I3_IC?user=a@b`` has no password, only a "@" later)."""
-    userinfo = _USERINFO.match(uri)
-    return bool(userinfo) and any(c in userinfo.group(2) for c in "/?#") and not re.match(
-        r"\d*(?:[/?#]|$)", userinfo.group(2))
-
-
 def backend_of(uri: str) -> str:
-    """``sqlite`` / ``mssql`` / ``oracle`` from the URI scheme."""
+    """``sqlite`` / ``mssql`` / ``oracle`` from the URI scheme, once the URI is one a driver can read as meant:
+    a server URI names a host and a database, and its password has no unencoded "/", "?" or "#" (a driver would
+    end the host there and connect somewhere else). These errors never quote the URI: it may not be redactable."""
     if "://" not in uri:
-        raise PureConnectError(f"PureConnect URI {redact_uri(uri)!r} has no '://'; write it as {_URI_FORMS}")
+        raise PureConnectError(f"the PureConnect URI has no '://'; write it as {_URI_FORMS}")
     scheme = uri.split("://", 1)[0].lower()
     if scheme not in _SCHEMES:
         raise PureConnectError(f"unsupported PureConnect URI scheme {scheme!r} in {redact_uri(uri)}; "
                                "use mssql://, oracle:// or sqlite:///")
     backend = _SCHEMES[scheme]
-    if backend != SQLITE and _password_needs_encoding(uri):
-        raise PureConnectError(f"the password in PureConnect URI {redact_uri(uri)} has a '/', '?' or '#' that is not "
+    if backend == SQLITE:
+        return backend
+    hosted = _USERINFO_HOSTED.match(uri)
+    if hosted and any(c in hosted.group(2) for c in "/?#"):
+        raise PureConnectError("the password in the PureConnect URI has a '/', '?' or '#' that is not "
                                "percent-encoded: encode it (urllib.parse.quote(password, safe='')), e.g. '/' as %2F")
-    if backend != SQLITE:  # checked here: connectorx panics (a Rust backtrace on stderr) on a URI without them
-        try:
-            parts = urlsplit(uri)
-            named = bool(parts.hostname) and bool(parts.path.strip("/"))
-        except ValueError:
-            named = False
-        if not named:
-            raise PureConnectError(f"PureConnect URI {redact_uri(uri)} names no host or no database; write it as "
-                                   f"{_URI_FORMS}")
+    try:  # checked here: connectorx panics (a Rust backtrace on stderr) on a URI without them
+        parts = urlsplit(uri)
+        named = bool(parts.hostname) and bool(parts.path.strip("/"))
+    except ValueError:
+        named = False
+    if not named:
+        raise PureConnectError(f"the PureConnect URI names no host or no database; write it as {_URI_FORMS}")
     return backend
 
 
@@ -551,7 +558,8 @@ class PureConnectResource(dg.ConfigurableResource):
         return frame.select(day.alias("day"), pl.col("Rows").cast(pl.Int64).alias("rows")).sort("day")
 
     def ping(self) -> dict[str, object]:
-        """Connect and run a trivial query (``genesys-assets doctor``); raises :class:`PureConnectError`."""
+        """Connect, run a trivial query, and prove InteractionSummary is readable without reading a row
+        (``genesys-assets doctor``); raises :class:`PureConnectError` saying which step failed."""
         backend = self.backend
         sql = "SELECT 1 AS ok FROM DUAL" if backend == ORACLE else "SELECT 1 AS ok"
         started = time.perf_counter()

@@ -53,7 +53,9 @@ def test_without_a_total_the_end_is_said_by_done(caplog: pytest.LogCaptureFixtur
     assert _lines(caplog) == ["Conversations archived: 20, 5.0/s in 4 s (done)"]
 
 
-def test_workers_advancing_at_once_count_every_item(caplog: pytest.LogCaptureFixture) -> None:
+def test_workers_advancing_together_end_with_the_full_count_and_one_final_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO)
     progress = Progress("Recordings staged", LOG, 4000, every_seconds=3600)
     with ThreadPoolExecutor(8) as pool:

@@ -129,7 +129,7 @@ def webchat_archive(
     try:
         check_residency(region, allowed)  # no request has been sent yet
     except ArchivePolicyError as exc:
-        raise _refuse(exc, region=region, allowed_regions=", ".join(sorted(allowed))) from None
+        raise _refuse(exc, region=region, allowed_regions=", ".join(allowed)) from None
 
     client = genesys.get_client()
     before = client.stats()
@@ -138,7 +138,8 @@ def webchat_archive(
     measured = average_record_bytes(recent_manifests(lake, day))
     bytes_per_record = measured or DEFAULT_BYTES_PER_RECORD
     try:
-        estimate_mb = check_quota(total_hits, bytes_per_record, quota_mb)
+        estimate_mb = check_quota(total_hits, bytes_per_record, quota_mb,
+                                  "measured average of earlier days" if measured else "default estimate")
     except ArchivePolicyError as exc:
         raise _refuse(exc, conversations=total_hits, bytes_per_record=bytes_per_record,
                       bytes_per_record_basis="measured" if measured else "default", quota_mib=quota_mb) from None
