@@ -86,6 +86,10 @@ ROW_GROUP_SIZE = 100_000
 TARGET_FILE_BYTES = 256 * 1024 * 1024  # upper end of the 128-256 MB target; a day smaller than this is one file
 PARQUET_COMPRESSION = "zstd"
 TABLES = ("conversations", "participants", "sessions", "segments", "wrapup_facts")
+# Batches waiting for (or in) the writer thread. With one, the flattening stood still while a 100k-row group was
+# encoded: 1.66 of the 2 cores busy on average at 100k; 1.71 with two, 1.75-1.77 with three or five, +10-25 MiB of
+# peak (alternating runs, benchmarks/README.md).
+WRITER_QUEUE_BATCHES = 3
 _SELECT_ROWS = 250_000  # conversation versions sorted at once when picking the survivors (memory bound)
 
 ATTRIBUTES_TYPE = pa.map_(pa.string(), pa.string())
@@ -949,9 +953,10 @@ class DayFlattener:
     """Flatten a day page by page into its Parquet tables, with memory flat in the day's size.
 
     Three stages overlap on their own threads: pages are parsed (``parse_threads`` at once, in order), every
-    ``batch_conversations`` conversations are flattened on the caller's thread, and a writer thread streams each
-    batch into the tables' Parquet files (100k-row row groups, each dictionary-encoded on its own rows so the bytes
-    never depend on batching; zstd; a new file past ``TARGET_FILE_BYTES``) under ``work_dir``.
+    ``batch_conversations`` conversations are flattened on the caller's thread, and a writer thread (up to
+    ``WRITER_QUEUE_BATCHES`` batches queued for it) streams each batch into the tables' Parquet files (100k-row row
+    groups, each dictionary-encoded on its own rows so the bytes never depend on batching; zstd; a new file past
+    ``TARGET_FILE_BYTES``) under ``work_dir``.
 
     Dedup without a second pass: a batch is held back until the next one is flattened, and the versions of both
     are resolved together (the module docstring's order), so a conversation repeated on the next page or two (a
@@ -985,7 +990,8 @@ class DayFlattener:
         self._parse_pool = ThreadPoolExecutor(max_workers=parse_threads, thread_name_prefix="parse")
         self._parse_ahead = parse_threads
         self._write_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
-        self._write: Future[None] | None = None
+        self._writes: deque[Future[None]] = deque()
+        self._write_failed = False
         self._sinks = {name: _ParquetSink(self.parts_dir / name, name, TABLE_SCHEMAS[name]) for name in self.tables}
         # What a rewrite needs (see finish): each written row's version, and each written version's key.
         self._seq_logs = {name: _ArrowLog(self.parts_dir / f"{name}.seq.arrows") for name in self.tables}
@@ -1070,21 +1076,30 @@ class DayFlattener:
 
     def _write_batch(self, frames: dict[str, pl.DataFrame]) -> None:
         self._written_ids.add(_id_hashes(frames["conversations"]))
-        self._wait_write()  # at most one batch in the writer's hands: memory stays flat
-        self._write = self._write_pool.submit(self._write_parts, frames)
+        while len(self._writes) >= WRITER_QUEUE_BATCHES:  # a bounded queue: memory stays flat
+            self._writes.popleft().result()
+        self._writes.append(self._write_pool.submit(self._write_parts, frames))
 
     def _write_parts(self, frames: dict[str, pl.DataFrame]) -> None:
-        """(writer thread) The batch's rows into the sinks; ``_seq`` and version keys aside, for a rewrite."""
-        for name in self.tables:
-            df = frames[name]
-            self._sinks[name].write(df)
-            self._seq_logs[name].append(df.select("_seq"))
-        self._keys_log.append(frames["conversations"].select(_VERSION_KEY))
+        """(writer thread) The batch's rows into the sinks; ``_seq`` and version keys aside, for a rewrite.
+
+        After a failed batch the ones queued behind it write nothing: the day is failing (its error surfaces at the
+        next hand-over), and the sinks are in no state to take more rows."""
+        if self._write_failed:
+            return
+        try:
+            for name in self.tables:
+                df = frames[name]
+                self._sinks[name].write(df)
+                self._seq_logs[name].append(df.select("_seq"))
+            self._keys_log.append(frames["conversations"].select(_VERSION_KEY))
+        except BaseException:
+            self._write_failed = True
+            raise
 
     def _wait_write(self) -> None:
-        if self._write is not None:
-            pending, self._write = self._write, None
-            pending.result()
+        while self._writes:
+            self._writes.popleft().result()
 
     # ---- the day --------------------------------------------------------------------------------------
     def finish(self, out_dir: str | Path) -> DayResult:

@@ -509,6 +509,46 @@ def test_a_failing_write_fails_the_day_with_its_error_and_leaves_no_files(
     assert not (tmp_path / "out").exists() and not list((tmp_path / "work").glob("parts-*"))
 
 
+
+def test_a_write_failing_while_later_batches_wait_for_the_writer_still_fails_the_day(
+        emulator_pages: list[bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    writes = {"n": 0}
+    real_write = conversation_details._ParquetSink.write
+
+    def full_on_the_third_batch(self, frame) -> None:
+        if self.name == "conversations":
+            writes["n"] += 1
+            if writes["n"] == 3:
+                raise OSError(28, "No space left on device")
+        real_write(self, frame)
+
+    monkeypatch.setattr(conversation_details._ParquetSink, "write", full_on_the_third_batch)
+    with pytest.raises(OSError, match="No space left"):
+        _day(emulator_pages[:4], tmp_path, batch_conversations=100)
+    assert writes["n"] == 3  # batches queued behind the failed one are never written
+    assert not (tmp_path / "out").exists() and not list((tmp_path / "work").glob("parts-*"))
+
+
+def test_the_batches_queued_for_the_writer_are_bounded(emulator_pages: list[bytes], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    queued: list[int] = []
+    real_submit, real_parts = DayFlattener._write_batch, DayFlattener._write_parts
+
+    def slow_writer(self, frames) -> None:
+        time.sleep(0.02)  # the flattening outruns the writer, so the queue fills
+        real_parts(self, frames)
+
+    def watch(self, frames) -> None:
+        real_submit(self, frames)
+        queued.append(len(self._writes))
+
+    monkeypatch.setattr(DayFlattener, "_write_parts", slow_writer)
+    monkeypatch.setattr(DayFlattener, "_write_batch", watch)
+    result, _ = _day(emulator_pages[:2], tmp_path, batch_conversations=100)
+    assert max(queued) == conversation_details.WRITER_QUEUE_BATCHES  # used, and never more: memory stays flat
+    assert result.rows["conversations"] == 2_000
+
+
 def _rss() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
