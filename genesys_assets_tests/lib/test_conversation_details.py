@@ -532,10 +532,13 @@ def test_a_write_failing_while_later_batches_wait_for_the_writer_still_fails_the
 def test_the_batches_queued_for_the_writer_are_bounded(emulator_pages: list[bytes], tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     queued: list[int] = []
+    stalled = threading.Event()
     real_submit, real_parts = DayFlattener._write_batch, DayFlattener._write_parts
 
     def slow_writer(self, frames) -> None:
-        time.sleep(0.02)  # the flattening outruns the writer, so the queue fills
+        if not stalled.is_set():
+            stalled.set()
+            time.sleep(1.0)  # the first batch stalls the writer while the flattening fills the queue
         real_parts(self, frames)
 
     def watch(self, frames) -> None:
