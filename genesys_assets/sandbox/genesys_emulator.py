@@ -689,7 +689,7 @@ class GenesysEmulator:
         return _json(200, job.status(self._now_ms()))
 
     def _job_delete(self, req: _Request) -> _Response:
-        if not self.jobs.delete(req.match["job"]):  # type: ignore[index]
+        if not self.jobs.delete(req.match["job"], self._now_ms()):  # type: ignore[index]
             return _err(404, *_NOT_FOUND)
         return _Response(204)
 
@@ -842,7 +842,7 @@ class GenesysEmulator:
         body = req.json()
         if not isinstance(body, dict) or not isinstance(body.get("fileName"), str) or not body["fileName"]:
             raise QueryError("fileName is required")
-        timeout = body.get("signedUrlTimeoutSeconds", 3600)
+        timeout = body.get("signedUrlTimeoutSeconds", 600)  # the SDK's UploadUrlRequest: "defaults to 600 seconds"
         if not isinstance(timeout, int) or not 1 <= timeout <= 604800:
             raise QueryError("signedUrlTimeoutSeconds must be between 1 and 604800")
         sse = body.get("serverSideEncryption")

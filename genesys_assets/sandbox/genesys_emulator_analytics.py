@@ -407,10 +407,13 @@ class Job:
     refs: list[Ref] | None = None
     error: str | None = None
     deleted: bool = False
+    cancelled_ms: int | None = None  # DELETE while it was still QUEUED or PENDING
     drift: bool = False
     ready: threading.Event = field(default_factory=threading.Event)
 
     def state(self, now_ms: int) -> str:
+        if self.cancelled_ms is not None:
+            return "CANCELLED"
         elapsed = (now_ms - self.submitted_ms) / 1000
         if elapsed < self.delay_s / 2:
             return "QUEUED"
@@ -418,6 +421,8 @@ class Job:
             return "PENDING"
         if self.error:
             return "FAILED"
+        if self.outcome == "FULFILLED" and now_ms >= self.completed_ms() + JOB_RESULTS_TTL_MS:
+            return "EXPIRED"  # results are kept until the expirationDate the status reports, then gone
         return self.outcome
 
     def completed_ms(self) -> int:
@@ -430,6 +435,8 @@ class Job:
             done = max(self.completed_ms(), self.submitted_ms)
             out["completionDate"] = iso_ms(done)
             out["expirationDate"] = iso_ms(done + JOB_RESULTS_TTL_MS)
+        elif state == "CANCELLED":
+            out["completionDate"] = iso_ms(self.cancelled_ms or now_ms)
         if state == "FAILED":
             out["errorMessage"] = self.error or "The analytics job failed: internal error while computing results"
         return out
@@ -469,11 +476,16 @@ class JobBook:
         job = self.jobs.get(job_id)
         return None if job is None or job.deleted else job
 
-    def delete(self, job_id: str) -> bool:
+    def delete(self, job_id: str, now_ms: int) -> bool:
+        """"Delete/cancel an async details job": a job still running is cancelled (its status says CANCELLED
+        and its results never come); a finished one, or a cancelled one deleted again, is gone (404)."""
         job = self.get(job_id)
         if job is None:
             return False
-        job.deleted = True
+        if job.state(now_ms) in ("QUEUED", "PENDING"):
+            job.cancelled_ms = now_ms
+        else:
+            job.deleted = True
         return True
 
 

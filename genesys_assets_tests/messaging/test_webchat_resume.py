@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -93,16 +93,25 @@ def test_crash_resumes_from_the_checkpoint_with_the_same_job(
     assert part_bytes(tmp_path) == part_bytes(clean_run[0])
 
 
+@pytest.mark.parametrize("gone", ["deleted", "expired"])
 def test_invalid_job_or_other_settings_start_the_day_cleanly(
-    emu: GenesysEmulator, tmp_path: Path, clean_run: tuple[Path, dg.ExecuteInProcessResult]
+    emu: GenesysEmulator, tmp_path: Path, clean_run: tuple[Path, dg.ExecuteInProcessResult], gone: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client = genesys_resource(emu).get_client()
     work = tmp_path / "work"
     saved = _crash(client, work, at=3)
-    client.delete_details_job(saved.job_id)  # e.g. expired on Genesys since
+    if gone == "deleted":
+        client.delete_details_job(saved.job_id)
+    else:  # resumed after the results' expirationDate
+        expires = client.details_job_status(saved.job_id)["expirationDate"]
+        expires_ms = int(datetime.fromisoformat(expires.replace("Z", "+00:00")).timestamp() * 1000)
+        monkeypatch.setattr(emu, "_now_ms", lambda: expires_ms)
     emu.clear_request_log()
     run = _publish(client, tmp_path, work)
     assert not run.resumed and run.restart_reason and saved.job_id in run.restart_reason
+    if gone == "expired":
+        assert "EXPIRED" in run.restart_reason
     assert _submitted(emu) == 1
     assert part_bytes(tmp_path) == part_bytes(clean_run[0])
 

@@ -22,6 +22,7 @@ import orjson
 import pytest
 
 from genesys_assets.resources.genesys_cloud import (
+    DetailsJobCancelled,
     DetailsJobExpired,
     DetailsJobFailed,
     DetailsJobTimeout,
@@ -394,6 +395,17 @@ def test_details_job_terminal_failures_raise_typed_errors(
     if outcome == "FAILED":
         assert info.value.error_message
         assert info.value.error_message in str(info.value)
+
+
+def test_a_job_someone_else_cancels_raises_cancelled(emu: GenesysEmulator) -> None:
+    emu.set_faults(job_delay_seconds=30)
+    client = make_resource(emu).get_client()
+    job_id = client.submit_details_job({"interval": day_interval(DAY)})
+    client.delete_details_job(job_id)  # another client, or an admin, cancels it while it runs
+    with pytest.raises(DetailsJobCancelled) as info:
+        client.wait_for_details_job(job_id)
+    assert info.value.job_id == job_id and info.value.state == "CANCELLED"
+    assert job_id in str(info.value)
 
 
 def test_stuck_details_job_is_deleted_at_the_deadline(emu: GenesysEmulator) -> None:

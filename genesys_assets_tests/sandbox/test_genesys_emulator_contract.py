@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from datetime import datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import PureCloudPlatformClientV2 as sdk
 import pytest
@@ -215,6 +217,56 @@ def test_upload_url_shape(api: Api) -> None:
                                                  "serverSideEncryption": "AES256"})
     assert r.status_code == 200
     assert_contract(r.json(), "UploadUrlResponse")
+
+
+def test_an_upload_url_without_a_timeout_is_valid_for_600_seconds(api: Api) -> None:
+    before = int(time.time())
+    r = api.post("/api/v2/uploads/recordings", {"fileName": "call.wav"})
+    expires = int(parse_qs(urlsplit(r.json()["url"]).query)["X-Expires"][0])
+    assert before + 600 <= expires <= int(time.time()) + 600  # the SDK's UploadUrlRequest default
+
+
+def _job_path(job_id: str, results: bool = False) -> str:
+    return f"/api/v2/analytics/conversations/details/jobs/{job_id}" + ("/results" if results else "")
+
+
+def test_fulfilled_results_expire_at_the_expiration_date_the_status_reports(
+        api: Api, past_day, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    job = api.post("/api/v2/analytics/conversations/details/jobs", {"interval": day_interval(past_day)}).json()["jobId"]
+    status = wait_job(api, job)
+    assert status["state"] == "FULFILLED"
+    expires_ms = int(datetime.fromisoformat(status["expirationDate"].replace("Z", "+00:00")).timestamp() * 1000)
+    monkeypatch.setattr(api.gc, "_now_ms", lambda: expires_ms - 1)
+    assert api.get(_job_path(job)).json()["state"] == "FULFILLED"
+    assert api.get(_job_path(job, results=True), pageSize=5).status_code == 200
+    monkeypatch.setattr(api.gc, "_now_ms", lambda: expires_ms)
+    expired = api.get(_job_path(job)).json()
+    assert expired["state"] == "EXPIRED" and expired["expirationDate"] == status["expirationDate"]
+    assert_contract(expired, "AsyncQueryStatus")
+    gone = api.get(_job_path(job, results=True), pageSize=5)
+    assert gone.status_code == 400 and "EXPIRED" in gone.json()["message"]
+    assert_contract(gone.json(), "ErrorBody")
+
+
+def test_deleting_a_running_job_cancels_it_and_deleting_a_finished_one_removes_it(
+        api: Api, past_day) -> None:  # type: ignore[no-untyped-def]
+    body = {"interval": day_interval(past_day)}
+    running = api.post("/api/v2/analytics/conversations/details/jobs", body,
+                       fault="job_delay_seconds=30").json()["jobId"]
+    assert api.delete(_job_path(running)).status_code == 204
+    cancelled = api.get(_job_path(running)).json()
+    assert cancelled["state"] == "CANCELLED" and "completionDate" in cancelled
+    assert_contract(cancelled, "AsyncQueryStatus")
+    refused = api.get(_job_path(running, results=True))
+    assert refused.status_code == 400 and "CANCELLED" in refused.json()["message"]
+    assert api.delete(_job_path(running)).status_code == 204
+    assert api.get(_job_path(running)).status_code == 404
+
+    finished = api.post("/api/v2/analytics/conversations/details/jobs", body).json()["jobId"]
+    assert wait_job(api, finished)["state"] == "FULFILLED"
+    assert api.delete(_job_path(finished)).status_code == 204
+    assert api.get(_job_path(finished)).status_code == 404
+    assert api.get(_job_path(finished, results=True)).status_code == 404
 
 
 @pytest.mark.parametrize("case", ["401", "403", "404", "400", "429", "503", "sync-400"])
