@@ -476,12 +476,13 @@ class JobBook:
         job = self.jobs.get(job_id)
         return None if job is None or job.deleted else job
 
-    def delete(self, job_id: str, now_ms: int) -> bool:
+    def delete(self, job_id: str, now_ms: int | None = None) -> bool:
         """"Delete/cancel an async details job": a job still running is cancelled (its status says CANCELLED
         and its results never come); a finished one, or a cancelled one deleted again, is gone (404)."""
         job = self.get(job_id)
         if job is None:
             return False
+        now_ms = self.analytics.now_ms() if now_ms is None else now_ms
         if job.state(now_ms) in ("QUEUED", "PENDING"):
             job.cancelled_ms = now_ms
         else:
