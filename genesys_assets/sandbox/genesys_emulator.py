@@ -65,6 +65,8 @@ RATE_LIMIT = (300, 60)  # the numbers quoted in a 429 message
 
 # Permissions per endpoint: a client needs ANY one of them. /api/v2/users needs none, as in Genesys Cloud.
 PERM_DETAILS = ("analytics:conversationDetail:view",)
+# An existing job's status, results and DELETE also take the agent-scoped permission (the SDK's API docs).
+PERM_DETAILS_JOB = ("analytics:conversationDetail:view", "analytics:agentConversationDetail:view")
 PERM_AGGREGATES = ("analytics:conversationAggregate:view",)
 PERM_QUEUES = ("routing:queue:view",)
 PERM_WRAPUPS = ("routing:wrapupCode:view",)
@@ -378,9 +380,9 @@ class GenesysEmulator:
         base = r"/api/v2/analytics/conversations/details"
         r("GET", base + r"/jobs/availability", self._availability, PERM_DETAILS)
         r("POST", base + r"/jobs", self._job_submit, PERM_DETAILS)
-        r("GET", base + r"/jobs/(?P<job>[^/]+)", self._job_status, PERM_DETAILS)
-        r("DELETE", base + r"/jobs/(?P<job>[^/]+)", self._job_delete, PERM_DETAILS)
-        r("GET", base + r"/jobs/(?P<job>[^/]+)/results", self._job_results, PERM_DETAILS)
+        r("GET", base + r"/jobs/(?P<job>[^/]+)", self._job_status, PERM_DETAILS_JOB)
+        r("DELETE", base + r"/jobs/(?P<job>[^/]+)", self._job_delete, PERM_DETAILS_JOB)
+        r("GET", base + r"/jobs/(?P<job>[^/]+)/results", self._job_results, PERM_DETAILS_JOB)
         r("POST", base + r"/query", self._details_query, PERM_DETAILS)
         r("POST", r"/api/v2/analytics/conversations/aggregates/query", self._aggregates, PERM_AGGREGATES)
         r("GET", r"/api/v2/conversations/messages/(?P<cid>[^/]+)", self._message_conversation, PERM_MESSAGES)

@@ -226,6 +226,21 @@ def test_an_upload_url_without_a_timeout_is_valid_for_600_seconds(api: Api) -> N
     assert before + 600 <= expires <= int(time.time()) + 600  # the SDK's UploadUrlRequest default
 
 
+def test_an_existing_job_is_readable_with_the_agent_scoped_permission(
+        api: Api, past_day) -> None:  # type: ignore[no-untyped-def]
+    job = api.post("/api/v2/analytics/conversations/details/jobs", {"interval": day_interval(past_day)}).json()["jobId"]
+    assert wait_job(api, job)["state"] == "FULFILLED"
+    api.gc.add_client("contract-agent-scope", "s3cret", ["analytics:agentConversationDetail:view"])
+    agent = Api(api.gc, "contract-agent-scope", "s3cret")
+    assert agent.get(_job_path(job)).json()["state"] == "FULFILLED"
+    assert agent.get(_job_path(job, results=True), pageSize=5).status_code == 200
+    assert agent.delete(_job_path(job)).status_code == 204
+    api.gc.add_client("contract-queues-only", "s3cret", ["routing:queue:view"])
+    refused = Api(api.gc, "contract-queues-only", "s3cret").get(_job_path(job))
+    assert refused.status_code == 403
+    assert "analytics:agentConversationDetail:view" in refused.json()["message"]
+
+
 def _job_path(job_id: str, results: bool = False) -> str:
     return f"/api/v2/analytics/conversations/details/jobs/{job_id}" + ("/results" if results else "")
 
