@@ -305,7 +305,8 @@ class Analytics:
         page = refs[(number - 1) * size: number * size]
         out: dict = {}
         if page:
-            convs = [self.conversation(r) for r in page]
+            now = self.now_ms()
+            convs = [as_of(self.conversation(r), now) for r in page]
             for c in convs:  # sync results are AnalyticsConversationWithoutAttributes
                 for p in c.get("participants") or []:
                     p.pop("attributes", None)
@@ -336,6 +337,7 @@ class Analytics:
         buckets: dict[tuple, dict[int, dict[str, list[float]]]] = {}
         days = days_touching(start, end)
         days.insert(0, days[0] - timedelta(days=1))
+        now = self.now_ms()
         for day in days:
             data = self.store.day(day)
             idx = data.index
@@ -350,7 +352,7 @@ class Analytics:
                         if m["name"] not in wanted:
                             continue
                         emit = parse_ms(m["emitDate"])
-                        if not start <= emit < end:
+                        if not start <= emit < min(end, now + 1):  # nothing is counted before it is emitted
                             continue
                         bucket = (emit - start) // gran if gran else 0
                         key = tuple((g, ctx.get(g)) for g in group_by if ctx.get(g) is not None)
@@ -378,6 +380,42 @@ class Analytics:
             if data_out:
                 results.append({"group": {g: str(v) for g, v in key}, "data": data_out})
         return {"results": results} if results else {}
+
+
+_OPEN_SEGMENT_DROPS = ("segmentEnd", "disconnectType", "wrapUpCode", "wrapUpNote", "wrapUpTags")
+
+
+def as_of(conv: dict, now_ms: int) -> dict:
+    """A conversation as the API reports it at ``now_ms``: one still in progress has no ``conversationEnd``, no
+    segment, session or participant that has not started, open segments without their end (or the disconnect and
+    wrap-up that come with it), and no metric not yet emitted. A finished one is returned as it is."""
+    end = conv.get("conversationEnd")
+    if end is None or parse_ms(end) <= now_ms:
+        return conv
+    del conv["conversationEnd"]
+    participants = []
+    for p in conv.get("participants") or []:
+        sessions = []
+        for s in p.get("sessions") or []:
+            segments = [seg for seg in s.get("segments") or [] if parse_ms(seg["segmentStart"]) <= now_ms]
+            if not segments:
+                continue
+            for seg in segments:
+                if "segmentEnd" in seg and parse_ms(seg["segmentEnd"]) > now_ms:
+                    for key in _OPEN_SEGMENT_DROPS:
+                        seg.pop(key, None)
+            s["segments"] = segments
+            emitted = [m for m in s.get("metrics") or [] if parse_ms(m["emitDate"]) <= now_ms]
+            if emitted:
+                s["metrics"] = emitted
+            else:
+                s.pop("metrics", None)
+            sessions.append(s)
+        if sessions:
+            p["sessions"] = sessions
+            participants.append(p)
+    conv["participants"] = participants
+    return conv
 
 
 def _session_contexts(conv: dict) -> Iterator[tuple[dict, dict]]:

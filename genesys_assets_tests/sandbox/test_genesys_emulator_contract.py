@@ -191,6 +191,44 @@ def test_sync_query_and_aggregates(api: Api, past_day) -> None:  # type: ignore[
     assert_contract(agg.json(), "ConversationAggregateQueryResponse")
 
 
+def _ms(text: str) -> int:
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def test_conversations_in_progress_show_nothing_that_has_not_happened_yet(
+        api: Api, past_day, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    noon = _ms(f"{past_day.isoformat()}T12:00:00Z")
+    monkeypatch.setattr(api.gc.analytics, "now_ms", lambda: noon)
+    truth = {c["conversationId"]: c for c in api.gc.conversations_for_day(past_day)}
+    got = []
+    for number in range(1, 4):
+        r = api.post("/api/v2/analytics/conversations/details/query",
+                     {"interval": day_interval(past_day), "paging": {"pageSize": 100, "pageNumber": number}})
+        assert_contract(r.json(), "AnalyticsConversationQueryResponse")
+        got += r.json().get("conversations", [])
+    assert got and len(got) == r.json()["totalHits"]
+    live = [c for c in got if _ms(truth[c["conversationId"]]["conversationEnd"]) > noon]
+    assert live, "the sandbox day has conversations in progress at noon"
+    for c in live:
+        assert "conversationEnd" not in c
+        for p in c["participants"]:
+            for s in p["sessions"]:
+                assert all(_ms(m["emitDate"]) <= noon for m in s.get("metrics", []))
+                for seg in s["segments"]:
+                    assert _ms(seg["segmentStart"]) <= noon and _ms(seg.get("segmentEnd", seg["segmentStart"])) <= noon
+                    assert "segmentEnd" in seg or "disconnectType" not in seg
+    for c in got:
+        if c not in live:
+            whole = truth[c["conversationId"]]
+            for p in whole["participants"]:
+                p.pop("attributes", None)
+            assert c == whole
+    agg = api.post("/api/v2/analytics/conversations/aggregates/query", {
+        "interval": day_interval(past_day), "granularity": "PT6H", "metrics": ["nConnected", "tHandle"]}).json()
+    buckets = {d["interval"].split("/")[0] for r in agg["results"] for d in r["data"]}
+    assert buckets and all(_ms(b) < noon for b in buckets)  # nothing emitted after noon is counted yet
+
+
 def test_messaging_shapes(api: Api, past_day) -> None:  # type: ignore[no-untyped-def]
     convs = [c for c in api.gc.conversations_for_day(past_day)
              if c["participants"][0]["sessions"][0]["mediaType"] == "message"]
