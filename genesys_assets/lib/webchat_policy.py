@@ -71,9 +71,10 @@ def average_record_bytes(manifests: Iterable[Mapping[str, Any]]) -> float | None
     return total / records if records else None
 
 
-def check_quota(total_hits: int, bytes_per_record: float, quota_mb: float, basis: str = "measured average") -> float:
-    """Refuse when the estimate exceeds the quota; returns the estimate in MiB. ``basis`` says where
-    ``bytes_per_record`` came from (earlier days' manifests, or the default before there are any)."""
+def check_quota(total_hits: int, bytes_per_record: float, quota_mb: float, measured: bool = True) -> float:
+    """Refuse when the estimate exceeds the quota; returns the estimate in MiB. ``measured`` says whether
+    ``bytes_per_record`` came from earlier days' manifests or is the default used before there are any."""
+    basis = "measured average of earlier days" if measured else "default estimate"
     estimate_mb = total_hits * bytes_per_record / MIB
     if estimate_mb > quota_mb:
         raise ArchivePolicyError(

@@ -37,6 +37,7 @@ class LakeError(RuntimeError):
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # two letters or more: "C:" is a Windows drive, not a scheme
 
 
+@functools.lru_cache(maxsize=16)  # every address asks: check each base URI once
 def _check_base_uri(uri: str) -> None:
     """Refuse a base URI that would otherwise be taken for a local folder (``gs://b`` became ``./gs:/b``)."""
     if uri.startswith("s3://"):

@@ -66,7 +66,7 @@ RATE_LIMIT = (300, 60)  # the numbers quoted in a 429 message
 # Permissions per endpoint: a client needs ANY one of them. /api/v2/users needs none, as in Genesys Cloud.
 PERM_DETAILS = ("analytics:conversationDetail:view",)
 # An existing job's status, results and DELETE also take the agent-scoped permission (the SDK's API docs).
-PERM_DETAILS_JOB = ("analytics:conversationDetail:view", "analytics:agentConversationDetail:view")
+PERM_DETAILS_JOB = (*PERM_DETAILS, "analytics:agentConversationDetail:view")
 PERM_AGGREGATES = ("analytics:conversationAggregate:view",)
 PERM_QUEUES = ("routing:queue:view",)
 PERM_WRAPUPS = ("routing:wrapupCode:view",)

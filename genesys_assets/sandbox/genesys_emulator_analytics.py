@@ -474,7 +474,7 @@ class Job:
             out["completionDate"] = iso_ms(done)
             out["expirationDate"] = iso_ms(done + JOB_RESULTS_TTL_MS)
         elif state == "CANCELLED":
-            out["completionDate"] = iso_ms(self.cancelled_ms or now_ms)
+            out["completionDate"] = iso_ms(self.cancelled_ms)  # type: ignore[arg-type]  # set when CANCELLED
         if state == "FAILED":
             out["errorMessage"] = self.error or "The analytics job failed: internal error while computing results"
         return out

@@ -178,8 +178,10 @@ def test_residency_rules() -> None:
 
 def test_quota_rule() -> None:
     assert check_quota(1000, 1048.576, 1.0) == pytest.approx(1.0)
-    with pytest.raises(ArchivePolicyError, match="ARCHIVE_QUOTA_MB=1"):
+    with pytest.raises(ArchivePolicyError, match=r"\(measured average of earlier days\).*ARCHIVE_QUOTA_MB=1"):
         check_quota(1001, 1048.576, 1.0)
+    with pytest.raises(ArchivePolicyError, match=r"\(default estimate\)"):
+        check_quota(1001, 1048.576, 1.0, measured=False)
 
 
 def test_audit_event_upsert_is_idempotent(tmp_path: Path) -> None:

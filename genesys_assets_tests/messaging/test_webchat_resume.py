@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import pytest
 from genesys_assets.lib.webchat_archive import ArchiveSettings, archive_day, build_manifest, publish, verify_day
 from genesys_assets.lib.webchat_parts import CHECKPOINT_NAME, Checkpoint
 from genesys_assets.resources.lake import Lake
+from genesys_assets.sandbox.conversations import parse_ms
 from genesys_assets.sandbox.genesys_emulator import GenesysEmulator
 from genesys_assets_tests.messaging.conftest import (
     ARCHIVE_CONFIG,
@@ -104,8 +105,7 @@ def test_invalid_job_or_other_settings_start_the_day_cleanly(
     if gone == "deleted":
         client.delete_details_job(saved.job_id)
     else:  # resumed after the results' expirationDate
-        expires = client.details_job_status(saved.job_id)["expirationDate"]
-        expires_ms = int(datetime.fromisoformat(expires.replace("Z", "+00:00")).timestamp() * 1000)
+        expires_ms = parse_ms(client.details_job_status(saved.job_id)["expirationDate"])
         monkeypatch.setattr(emu, "_now_ms", lambda: expires_ms)
     emu.clear_request_log()
     run = _publish(client, tmp_path, work)

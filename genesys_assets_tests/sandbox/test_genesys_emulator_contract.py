@@ -17,6 +17,7 @@ import PureCloudPlatformClientV2 as sdk
 import pytest
 import requests
 
+from genesys_assets.sandbox.conversations import parse_ms
 from genesys_assets_tests.sandbox.conftest import Api, day_interval, wait_job
 
 _PRIMITIVES = {"str", "int", "float", "bool", "datetime", "date", "object"}
@@ -191,13 +192,9 @@ def test_sync_query_and_aggregates(api: Api, past_day) -> None:  # type: ignore[
     assert_contract(agg.json(), "ConversationAggregateQueryResponse")
 
 
-def _ms(text: str) -> int:
-    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
-
-
 def test_conversations_in_progress_show_nothing_that_has_not_happened_yet(
         api: Api, past_day, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    noon = _ms(f"{past_day.isoformat()}T12:00:00Z")
+    noon = parse_ms(f"{past_day.isoformat()}T12:00:00Z")
     monkeypatch.setattr(api.gc.analytics, "now_ms", lambda: noon)
     truth = {c["conversationId"]: c for c in api.gc.conversations_for_day(past_day)}
     got = []
@@ -207,15 +204,16 @@ def test_conversations_in_progress_show_nothing_that_has_not_happened_yet(
         assert_contract(r.json(), "AnalyticsConversationQueryResponse")
         got += r.json().get("conversations", [])
     assert got and len(got) == r.json()["totalHits"]
-    live = [c for c in got if _ms(truth[c["conversationId"]]["conversationEnd"]) > noon]
+    live = [c for c in got if parse_ms(truth[c["conversationId"]]["conversationEnd"]) > noon]
     assert live, "the sandbox day has conversations in progress at noon"
     for c in live:
         assert "conversationEnd" not in c
         for p in c["participants"]:
             for s in p["sessions"]:
-                assert all(_ms(m["emitDate"]) <= noon for m in s.get("metrics", []))
+                assert all(parse_ms(m["emitDate"]) <= noon for m in s.get("metrics", []))
                 for seg in s["segments"]:
-                    assert _ms(seg["segmentStart"]) <= noon and _ms(seg.get("segmentEnd", seg["segmentStart"])) <= noon
+                    assert parse_ms(seg["segmentStart"]) <= noon
+                    assert parse_ms(seg.get("segmentEnd", seg["segmentStart"])) <= noon
                     assert "segmentEnd" in seg or "disconnectType" not in seg
     for c in got:
         if c not in live:
@@ -226,7 +224,7 @@ def test_conversations_in_progress_show_nothing_that_has_not_happened_yet(
     agg = api.post("/api/v2/analytics/conversations/aggregates/query", {
         "interval": day_interval(past_day), "granularity": "PT6H", "metrics": ["nConnected", "tHandle"]}).json()
     buckets = {d["interval"].split("/")[0] for r in agg["results"] for d in r["data"]}
-    assert buckets and all(_ms(b) < noon for b in buckets)  # nothing emitted after noon is counted yet
+    assert buckets and all(parse_ms(b) < noon for b in buckets)  # nothing emitted after noon is counted yet
 
 
 def test_messaging_shapes(api: Api, past_day) -> None:  # type: ignore[no-untyped-def]
@@ -288,7 +286,7 @@ def test_fulfilled_results_expire_at_the_expiration_date_the_status_reports(
     job = api.post("/api/v2/analytics/conversations/details/jobs", {"interval": day_interval(past_day)}).json()["jobId"]
     status = wait_job(api, job)
     assert status["state"] == "FULFILLED"
-    expires_ms = int(datetime.fromisoformat(status["expirationDate"].replace("Z", "+00:00")).timestamp() * 1000)
+    expires_ms = parse_ms(status["expirationDate"])
     monkeypatch.setattr(api.gc, "_now_ms", lambda: expires_ms - 1)
     assert api.get(_job_path(job)).json()["state"] == "FULFILLED"
     assert api.get(_job_path(job, results=True), pageSize=5).status_code == 200

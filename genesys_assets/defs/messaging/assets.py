@@ -95,6 +95,11 @@ class WebchatArchiveConfig(dg.Config):
         return root / ASSET_NAME / f"day={day.isoformat()}"
 
 
+def _basis(measured: bool) -> str:
+    """Where the quota estimate's bytes per record came from, as the metadata says it."""
+    return "measured" if measured else "default"
+
+
 def _refuse(exc: ArchivePolicyError, **limits: Any) -> dg.Failure:
     """A policy refusal (never retried), with the figures it was decided on shown in the UI."""
     return dg.Failure(description=str(exc), allow_retries=False, metadata=limits)
@@ -138,11 +143,10 @@ def webchat_archive(
     measured = average_record_bytes(recent_manifests(lake, day))
     bytes_per_record = measured or DEFAULT_BYTES_PER_RECORD
     try:
-        estimate_mb = check_quota(total_hits, bytes_per_record, quota_mb,
-                                  "measured average of earlier days" if measured else "default estimate")
+        estimate_mb = check_quota(total_hits, bytes_per_record, quota_mb, measured=bool(measured))
     except ArchivePolicyError as exc:
         raise _refuse(exc, conversations=total_hits, bytes_per_record=bytes_per_record,
-                      bytes_per_record_basis="measured" if measured else "default", quota_mib=quota_mb) from None
+                      bytes_per_record_basis=_basis(bool(measured)), quota_mib=quota_mb) from None
     context.log.info("%s: %d web messaging conversations, estimated %.2f MiB of %g MiB quota (region %s)",
                      day, total_hits, estimate_mb, quota_mb, region)
 
@@ -218,7 +222,7 @@ def _archive_and_publish(context: dg.AssetExecutionContext, config: WebchatArchi
             "region": region,
             "conversations_expected": total_hits,
             "estimate_mib": round(estimate_mb, 3),
-            "bytes_per_record_basis": "measured" if measured else "default",
+            "bytes_per_record_basis": _basis(measured),
             "neighbours_skipped": cp.neighbours_skipped,
             "duplicates_skipped": cp.duplicates_skipped,
             "resumed": run.resumed,
