@@ -4,8 +4,10 @@ Pure functions and one streaming helper, no Dagster. The asset calls them page b
 
 Why it is shaped this way (DESIGN.md, "Performance shape"): naive Polars (``from_dicts``, ``read_ndjson``) and
 Python loops over dicts are slower than parsing straight into Arrow. So a page is parsed by ``pyarrow.json``
-with an explicit schema and a block larger than the page (one C++ pass, no Python objects), then Polars does
-explode / unnest / dedup in Rust, and pyarrow writes the Parquet files with the explicit schemas.
+with an explicit schema and a block larger than the page (one C++ pass, no Python objects). The nesting is
+exploded in Arrow (zero-copy below the keys) and the rows stay in Arrow up to the Parquet writer; Polars computes
+the dedup, metrics, hashing and wrap-up joins on only the columns they read, and pyarrow writes the Parquet files
+with the explicit schemas.
 
 Decisions worth knowing:
 
@@ -94,7 +96,6 @@ _SELECT_ROWS = 250_000  # conversation versions sorted at once when picking the 
 
 ATTRIBUTES_TYPE = pa.map_(pa.string(), pa.string())
 _KV = pa.list_(pa.struct([("key", pa.string()), ("value", pa.string())]))
-_PL_KV = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))
 _PL_PARTICIPANTS: pl.DataType  # set below, once the parsed schema is known
 
 
@@ -430,12 +431,12 @@ class FlatTables:
 
 @dataclass
 class _Frames:
-    """Polars frames of one batch, child rows tagged with ``_seq`` (the ordinal of their conversation version)."""
+    """Arrow tables of one batch, child rows tagged with ``_seq`` (the ordinal of their conversation version)."""
 
-    conversations: pl.DataFrame
-    participants: pl.DataFrame
-    sessions: pl.DataFrame
-    segments: pl.DataFrame
+    conversations: pa.Table
+    participants: pa.Table
+    sessions: pa.Table
+    segments: pa.Table
     conversations_in: int
     dropped_neighbours: int
     duplicate_segments: int
@@ -463,13 +464,27 @@ def _explode(keys: pa.Table, lst: pa.Array | pa.ChunkedArray) -> tuple[pa.Table,
     return keys.take(parent), children
 
 
-def _pl(keys: pa.Table, cols: dict[str, pa.Array]) -> pl.DataFrame:
-    tbl = keys
+def _table(keys: pa.Table, cols: dict[str, pa.Array]) -> pa.Table:
     for name, col in cols.items():
-        tbl = tbl.append_column(name, col)
-    out = pl.from_arrow(tbl)
+        keys = keys.append_column(name, col)
+    return keys
+
+
+def _polars(table: pa.Table, columns: Iterable[str] | None = None) -> pl.DataFrame:
+    """A Polars frame of (some of) an Arrow table's columns: only what Polars computes on is converted."""
+    out = pl.from_arrow(table if columns is None else table.select(list(columns)))
     assert isinstance(out, pl.DataFrame)
     return out
+
+
+def _series(col: pa.ChunkedArray | pa.Array) -> pl.Series:
+    out = pl.from_arrow(col)
+    assert isinstance(out, pl.Series)
+    return out
+
+
+def _arrow(s: pl.Series) -> pa.Array:
+    return s.to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
 def _flatten_frames(table: pa.Table | pl.DataFrame, day: date, hasher: AddressHasher, seq_start: int = 0) -> _Frames:
@@ -499,86 +514,103 @@ def _flatten_frames(table: pa.Table | pl.DataFrame, day: date, hasher: AddressHa
     gkeys, g = _explode(skeys.append_column("session_id", sid), s["segments"])
     mrows, m = _explode(pa.table({"_srow": srow, "_keep": skeys.column("_keep")}), s["metrics"])
 
-    def kept(df: pl.DataFrame) -> pl.DataFrame:
-        return df.filter(pl.col("_keep")).drop("_keep") if dropped else df.drop("_keep")  # neighbours are rare
+    # The rows stay in Arrow from the parse to the writer; Polars sees only the columns it computes on (converting
+    # every column to Polars and back cost ~0.8 CPU-s per 100k conversations, measured).
+    def kept(t: pa.Table) -> pa.Table:
+        return (t.filter(t.column("_keep")) if dropped else t).drop_columns("_keep")  # neighbours are rare
 
-    parts = kept(_pl(pkeys, {k: p[k] for k in p if k != "sessions"}))
-    sessions = kept(_pl(skeys, {k: s[k] for k in s if k not in ("segments", "metrics")}).with_columns(
-        _metric_columns(_pl(mrows, m), len(sid))))
-    segments = kept(_pl(gkeys, g).filter(_col("segmentStart").is_not_null() & _col("segmentType").is_not_null()))
+    metrics = _metric_columns(_polars(_table(mrows, m)), len(sid))
+    sessions = kept(_table(skeys, {**{k: s[k] for k in s if k not in ("segments", "metrics")},
+                                   **{c.name: _arrow(c) for c in metrics}}))
+    segments = kept(_table(gkeys, g))
+    segments = segments.filter(pc.and_(pc.is_valid(segments.column("segmentStart")),
+                                       pc.is_valid(segments.column("segmentType"))))
 
     seg_key = ["_seq", "participant_id", "session_id", "segmentStart", "segmentType"]
-    n_seg = segments.height
-    segments = segments.unique(subset=seg_key, keep="first", maintain_order=True)
-    dup_segments = n_seg - segments.height
+    n_seg = segments.num_rows
+    firsts = (_polars(segments, seg_key).with_row_index("_row")
+              .unique(subset=seg_key, keep="first", maintain_order=True).get_column("_row"))
+    if firsts.len() < n_seg:
+        segments = segments.take(_arrow(firsts))
+    dup_segments = n_seg - segments.num_rows
 
     # The four address columns are hashed in one pass over their distinct values (see AddressHasher.hash_arrays).
     addresses = (("ani", "ani_hash"), ("dnis", "dnis_hash"), ("addressFrom", "address_from_hash"),
                  ("addressTo", "address_to_hash"))
-    hashed = hasher.hash_arrays([sessions.get_column(src).to_arrow() for src, _ in addresses])
-    sessions = sessions.with_columns(pl.Series(dst, h, dtype=pl.String)
-                                     for (_, dst), h in zip(addresses, hashed, strict=True))
-    flow = _col("flow")
-    sessions = sessions.select(
-        "conversation_id", "conversation_start", "_seq", "participant_id",
-        _col("sessionId").alias("session_id"), _col("mediaType").alias("media_type"),
-        _col("messageType").alias("message_type"), "direction",
-        *(dst for _, dst in addresses),
-        "recording", _col("edgeId").alias("edge_id"), _col("usedRouting").alias("used_routing"),
-        _col("selectedAgentId").alias("selected_agent_id"), _col("outboundCampaignId").alias("outbound_campaign_id"),
-        "provider", _col("acwSkipped").alias("acw_skipped"),
-        flow.struct.field("flowId").alias("flow_id"), flow.struct.field("flowName").alias("flow_name"),
-        flow.struct.field("flowType").alias("flow_type"), flow.struct.field("flowVersion").alias("flow_version"),
-        flow.struct.field("entryType").alias("flow_entry_type"),
-        flow.struct.field("exitReason").alias("flow_exit_reason"),
-        flow.struct.field("transferType").alias("flow_transfer_type"),
-        *METRICS.values(),
-    )
+    hashed = hasher.hash_arrays([sessions.column(src) for src, _ in addresses])
+    flow = sessions.column("flow")
+    sessions = _renamed(sessions, {
+        "conversation_id": "conversation_id", "conversation_start": "conversation_start", "_seq": "_seq",
+        "participant_id": "participant_id", "sessionId": "session_id", "mediaType": "media_type",
+        "messageType": "message_type", "direction": "direction",
+        **{dst: h for (_, dst), h in zip(addresses, hashed, strict=True)},
+        "recording": "recording", "edgeId": "edge_id", "usedRouting": "used_routing",
+        "selectedAgentId": "selected_agent_id", "outboundCampaignId": "outbound_campaign_id",
+        "provider": "provider", "acwSkipped": "acw_skipped",
+        **{dst: pc.struct_field(flow, src) for src, dst in (
+            ("flowId", "flow_id"), ("flowName", "flow_name"), ("flowType", "flow_type"),
+            ("flowVersion", "flow_version"), ("entryType", "flow_entry_type"), ("exitReason", "flow_exit_reason"),
+            ("transferType", "flow_transfer_type"))},
+        **{col: col for col in METRICS.values()},
+    })
 
-    attributes = parts.get_column("attributes").cast(_PL_KV)  # Polars' Map dtype has no list/struct ops
-    attributes = _hash_phone_attributes(attributes, hasher)
-    parts = parts.select(
-        "conversation_id", "conversation_start", "_seq", _col("participantId").alias("participant_id"),
-        hasher.hash_if_phone(parts.get_column("participantName")).alias("participant_name"),
-        "purpose", _col("userId").alias("user_id"), _col("externalContactId").alias("external_contact_id"),
-        _col("externalOrganizationId").alias("external_organization_id"), _col("teamId").alias("team_id"),
-        _col("flaggedReason").alias("flagged_reason"), _col("screenRecording").alias("screen_recording"),
-        attributes.alias("attributes"),
-    )
+    parts = kept(_table(pkeys, {k: p[k] for k in p if k != "sessions"}))
+    parts = _renamed(parts, {
+        "conversation_id": "conversation_id", "conversation_start": "conversation_start", "_seq": "_seq",
+        "participantId": "participant_id",
+        "participant_name": _arrow(hasher.hash_if_phone(_series(parts.column("participantName")))),
+        "purpose": "purpose", "userId": "user_id", "externalContactId": "external_contact_id",
+        "externalOrganizationId": "external_organization_id", "teamId": "team_id",
+        "flaggedReason": "flagged_reason", "screenRecording": "screen_recording",
+        "attributes": _hash_phone_attributes(parts.column("attributes"), hasher),
+    })
 
-    segments = segments.select(
-        "conversation_id", "conversation_start", "_seq", "participant_id", "session_id",
-        _col("segmentStart").alias("segment_start"), _col("segmentEnd").alias("segment_end"),
-        _col("segmentType").alias("segment_type"), _col("queueId").alias("queue_id"),
-        _col("wrapUpCode").alias("wrap_up_code"),
-        _col("wrapUpNote").str.replace_all(PHONE_IN_TEXT, PHONE_REDACTED).alias("wrap_up_note"),
-        _col("wrapUpTags").alias("wrap_up_tags"), _col("disconnectType").alias("disconnect_type"),
-        _col("errorCode").alias("error_code"), "conference",
-        _col("subject").str.replace_all(PHONE_IN_TEXT, PHONE_REDACTED).alias("subject"),
-    )
+    def redacted(col: str) -> pa.Array:
+        return _arrow(_series(segments.column(col)).str.replace_all(PHONE_IN_TEXT, PHONE_REDACTED))
 
-    seg_counts = segments.group_by("_seq").agg(pl.len().cast(pl.Int32).alias("segment_count"))
+    segments = _renamed(segments, {
+        "conversation_id": "conversation_id", "conversation_start": "conversation_start", "_seq": "_seq",
+        "participant_id": "participant_id", "session_id": "session_id", "segmentStart": "segment_start",
+        "segmentEnd": "segment_end", "segmentType": "segment_type", "queueId": "queue_id",
+        "wrapUpCode": "wrap_up_code", "wrap_up_note": redacted("wrapUpNote"), "wrapUpTags": "wrap_up_tags",
+        "disconnectType": "disconnect_type", "errorCode": "error_code", "conference": "conference",
+        "subject": redacted("subject"),
+    })
+
+    seg_counts = (_series(segments.column("_seq")) - seq_start).alias("row").value_counts()
+    segment_count = pl.zeros(n_in, pl.Int32, eager=True).scatter(seg_counts.get_column("row"),
+                                                                 seg_counts.get_column("count").cast(pl.Int32))
     conv_cols = {f.name: table.column(f.name) for f in PARSED_CONVERSATION_SCHEMA if f.name != "participants"}
-    conv_cols["participant_count"] = pc.fill_null(pc.list_value_length(table.column("participants")), 0)
+    conv_cols["participant_count"] = pc.fill_null(pc.list_value_length(table.column("participants")), 0).cast(
+        pa.int32())
+    conv_cols["segment_count"] = _arrow(segment_count)
     conv_cols["_seq"] = seq
     conv_cols["_keep"] = keep
-    conversations = kept(pl.from_arrow(pa.table(conv_cols))).select(  # type: ignore[arg-type]
-        _col("conversationId").alias("conversation_id"), _col("conversationStart").alias("conversation_start"),
-        _col("conversationEnd").alias("conversation_end"),
-        _col("originatingDirection").alias("originating_direction"),
-        _col("conversationInitiator").alias("conversation_initiator"),
-        _col("customerParticipation").alias("customer_participation"), _col("divisionIds").alias("division_ids"),
-        _col("externalTag").alias("external_tag"),
-        _col("mediaStatsMinConversationMos").alias("media_stats_min_conversation_mos"),
-        _col("mediaStatsMinConversationRFactor").alias("media_stats_min_conversation_r_factor"),
-        _col("originatingSocialMediaPublic").alias("originating_social_media_public"),
-        _col("selfServed").alias("self_served"),
-        _col("associatedConversationId").alias("associated_conversation_id"),
-        _col("participant_count").cast(pl.Int32),
-        "_seq",
-    ).join(seg_counts, on="_seq", how="left", maintain_order="left").with_columns(
-        _col("segment_count").fill_null(0))
+    conversations = _renamed(kept(pa.table(conv_cols)), {
+        "conversationId": "conversation_id", "conversationStart": "conversation_start",
+        "conversationEnd": "conversation_end", "originatingDirection": "originating_direction",
+        "conversationInitiator": "conversation_initiator", "customerParticipation": "customer_participation",
+        "divisionIds": "division_ids", "externalTag": "external_tag",
+        "mediaStatsMinConversationMos": "media_stats_min_conversation_mos",
+        "mediaStatsMinConversationRFactor": "media_stats_min_conversation_r_factor",
+        "originatingSocialMediaPublic": "originating_social_media_public", "selfServed": "self_served",
+        "associatedConversationId": "associated_conversation_id", "participant_count": "participant_count",
+        "_seq": "_seq", "segment_count": "segment_count",
+    })
     return _Frames(conversations, parts, sessions, segments, n_in, dropped, dup_segments)
+
+
+def _renamed(table: pa.Table, columns: dict[str, str | pa.Array | pa.ChunkedArray]) -> pa.Table:
+    """The output columns in order: ``{source name: output name}``, or ``{output name: computed column}``."""
+    names, arrays = [], []
+    for key, value in columns.items():
+        if isinstance(value, str):
+            names.append(value)
+            arrays.append(table.column(key))
+        else:
+            names.append(key)
+            arrays.append(value)
+    return pa.Table.from_arrays(arrays, names=names)
 
 
 def _metric_columns(metrics: pl.DataFrame, sessions: int) -> list[pl.Series]:
@@ -597,15 +629,18 @@ def _metric_columns(metrics: pl.DataFrame, sessions: int) -> list[pl.Series]:
     return [flat.slice(k * sessions, sessions).alias(col) for k, col in enumerate(METRICS.values())]
 
 
-def _hash_phone_attributes(attributes: pl.Series, hasher: AddressHasher) -> pl.Series:
+def _hash_phone_attributes(attributes: pa.ChunkedArray | pa.Array, hasher: AddressHasher) -> pa.Array:
     """Attribute values that are phone numbers (``tel:``/``sip:``/``+``) are replaced by their hash."""
-    values = attributes.explode().struct.field("value").drop_nulls()
+    arr = attributes.combine_chunks() if isinstance(attributes, pa.ChunkedArray) else attributes
+    offsets, entries = _list_values(arr)
+    keys, items = _struct_children(entries)
+    values = _series(items)
     phones = values.filter(values.str.contains(PHONE_ATTRIBUTE)).unique()
     if phones.len() == 0:
-        return attributes
+        return arr
     hashed = pl.Series([hasher.hash(v) for v in phones.to_list()], dtype=pl.String)
-    return pl.select(attributes.list.eval(pl.element().struct.with_fields(
-        pl.element().struct.field("value").replace(phones, hashed)))).to_series().alias(attributes.name)
+    return pa.MapArray.from_arrays(offsets, keys, _arrow(values.replace(phones, hashed)).cast(pa.string()),
+                                   mask=arr.is_null() if arr.null_count else None)
 
 
 def _winners(keys: _ArrowLog, versions: int) -> pl.DataFrame:
@@ -637,13 +672,13 @@ def _select_versions(conversations: pl.LazyFrame) -> pl.LazyFrame:
 _VERSION_KEY = ("conversation_id", "conversation_end", "segment_count", "_seq")
 
 
-def _keep_versions(frames: dict[str, pl.DataFrame], winners: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    """Each frame's rows of the surviving versions (``winners``' ``_seq``), in order.
+def _keep_versions(frames: dict[str, pa.Table], winners: pl.DataFrame) -> dict[str, pa.Table]:
+    """Each table's rows of the surviving versions (``winners``' ``_seq``), in order.
 
-    A batch's versions are a contiguous ``_seq`` range, so a bitmap over it filters every frame by one gather
+    A batch's versions are a contiguous ``_seq`` range, so a bitmap over it filters every table by one gather
     (a semi-join per frame cost ~6 ms a batch, measured).
     """
-    seq = frames["conversations"].get_column("_seq")
+    seq = _series(frames["conversations"].column("_seq"))
     if seq.len() == 0:
         return frames
     lo, hi = seq.min(), seq.max()
@@ -652,7 +687,7 @@ def _keep_versions(frames: dict[str, pl.DataFrame], winners: pl.DataFrame) -> di
     if mine.height == seq.len():
         return frames  # every version here survives (the losers are in the other batch)
     alive = _alive(mine.select(pl.col("_seq") - lo), hi - lo + 1)
-    return {name: df.filter(alive.gather(df.get_column("_seq") - lo)) for name, df in frames.items()}
+    return {name: t.filter(_arrow(alive.gather(_series(t.column("_seq")) - lo))) for name, t in frames.items()}
 
 
 # ------------------------------------------------------------------------------------- Arrow conversion
@@ -707,13 +742,14 @@ def _encode_dictionaries(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def _finish_frames(fr: _Frames) -> FlatTables:
-    winners = _select_versions(fr.conversations.lazy()).collect()
+    winners = _select_versions(_polars(fr.conversations, _VERSION_KEY).lazy()).collect()
     kept = _keep_versions({"conversations": fr.conversations, "participants": fr.participants,
                            "sessions": fr.sessions, "segments": fr.segments}, winners)
     return FlatTables(
         **{name: _to_schema(df, TABLE_SCHEMAS[name]) for name, df in kept.items()},
         conversations_in=fr.conversations_in, dropped_neighbours=fr.dropped_neighbours,
-        duplicate_conversations=fr.conversations.height - winners.height, duplicate_segments=fr.duplicate_segments,
+        duplicate_conversations=fr.conversations.num_rows - winners.height,
+        duplicate_segments=fr.duplicate_segments,
     )
 
 
@@ -800,6 +836,26 @@ def _wrapup_frame(conv: pl.DataFrame, parts: pl.DataFrame, sess: pl.DataFrame, s
     else:
         w = w.with_columns(pl.lit(None, pl.String).alias("wrap_up_code_label"))
     return w.with_columns(pl.lit(SCHEMA_VERSION, pl.Int16).alias("schema_version")).drop("_w")
+
+
+_WRAPUP_INPUTS = {  # the columns _wrapup_frame reads, by table
+    "conversations": ("_seq", "conversation_start", "division_ids"),
+    "participants": ("_seq", "participant_id", "user_id"),
+    "sessions": ("_seq", "participant_id", "session_id", "media_type", "direction", "t_acw_ms", "t_handle_ms"),
+    "segments": ("_seq", "conversation_id", "participant_id", "session_id", "queue_id", "wrap_up_code",
+                 "segment_start", "segment_end", "segment_type"),
+}
+
+
+def _batch_wrapup_facts(frames: dict[str, pa.Table], labels: pl.DataFrame | None) -> pa.Table:
+    """A batch's wrap-up facts (``_seq`` kept): only the columns the joins read go to Polars."""
+    segments = frames["segments"]
+    wrapups = segments.filter(pc.equal(segments.column("segment_type"), "wrapup"))
+    inputs = {name: _polars(wrapups if name == "segments" else frames[name], cols)
+              for name, cols in _WRAPUP_INPUTS.items()}
+    out = _wrapup_frame(inputs["conversations"], inputs["participants"], inputs["sessions"], inputs["segments"],
+                        labels)
+    return out.to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
 def wrapup_facts(flat: FlatTables, labels: pl.DataFrame | pa.Table | None = None) -> pa.Table:
@@ -1054,14 +1110,13 @@ class DayFlattener:
         frames = {"conversations": fr.conversations, "participants": fr.participants, "sessions": fr.sessions,
                   "segments": fr.segments}
         if "wrapup_facts" in self.tables:
-            frames["wrapup_facts"] = _wrapup_frame(fr.conversations, fr.participants, fr.sessions, fr.segments,
-                                                   self.labels)
+            frames["wrapup_facts"] = _batch_wrapup_facts(frames, self.labels)
         self._admit(frames)
 
-    def _admit(self, new: dict[str, pl.DataFrame]) -> None:
+    def _admit(self, new: dict[str, pa.Table]) -> None:
         """Resolve the new batch's versions against the held one, then write the held one and hold the new."""
         held = self._held
-        keys = [f["conversations"].select(_VERSION_KEY) for f in (held, new) if f is not None]
+        keys = [_polars(f["conversations"], _VERSION_KEY) for f in (held, new) if f is not None]
         versions = sum(k.height for k in keys)
         winners = _select_versions(pl.concat(keys).lazy()).collect()
         if winners.height < versions:
@@ -1074,13 +1129,13 @@ class DayFlattener:
             self._write_batch(held)
         self._held = new
 
-    def _write_batch(self, frames: dict[str, pl.DataFrame]) -> None:
+    def _write_batch(self, frames: dict[str, pa.Table]) -> None:
         self._written_ids.add(_id_hashes(frames["conversations"]))
         while len(self._writes) >= WRITER_QUEUE_BATCHES:  # a bounded queue: memory stays flat
             self._writes.popleft().result()
         self._writes.append(self._write_pool.submit(self._write_parts, frames))
 
-    def _write_parts(self, frames: dict[str, pl.DataFrame]) -> None:
+    def _write_parts(self, frames: dict[str, pa.Table]) -> None:
         """(writer thread) The batch's rows into the sinks; ``_seq`` and version keys aside, for a rewrite.
 
         After a failed batch the ones queued behind it write nothing: the day is failing (its error surfaces at the
@@ -1089,10 +1144,10 @@ class DayFlattener:
             return
         try:
             for name in self.tables:
-                df = frames[name]
-                self._sinks[name].write(df)
-                self._seq_logs[name].append(df.select("_seq"))
-            self._keys_log.append(frames["conversations"].select(_VERSION_KEY))
+                table = frames[name]
+                self._sinks[name].write(table)
+                self._seq_logs[name].append(table.select(["_seq"]))
+            self._keys_log.append(frames["conversations"].select(list(_VERSION_KEY)))
         except BaseException:
             self._write_failed = True
             raise
@@ -1204,9 +1259,9 @@ class _SortedHashes:
         return bool((self._sorted.gather(self._sorted.search_sorted(hashes)) == hashes).any())
 
 
-def _id_hashes(conversations: pl.DataFrame) -> pl.Series:
+def _id_hashes(conversations: pa.Table) -> pl.Series:
     """64-bit hashes of the ids: 8 bytes a written conversation to remember (a set of the ids was ~70 MiB at 1M)."""
-    return conversations.get_column("conversation_id").hash(seed=0).alias("h")
+    return _series(conversations.column("conversation_id")).hash(seed=0).alias("h")
 
 
 def _surviving_rows(files: list[Path], seq_log: _ArrowLog, alive: pl.Series) -> Iterator[pa.Table]:
@@ -1234,8 +1289,7 @@ class _ArrowLog:
         self._options = pa.ipc.IpcWriteOptions(compression=compression)
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
 
-    def append(self, frame: pl.DataFrame) -> None:
-        table = frame.to_arrow()
+    def append(self, table: pa.Table) -> None:
         if self._writer is None:
             self._writer = pa.ipc.new_stream(str(self.path), table.schema, options=self._options)
         self._writer.write_table(table)
