@@ -635,11 +635,10 @@ def _hash_phone_attributes(attributes: pa.ChunkedArray | pa.Array, hasher: Addre
     offsets, entries = _list_values(arr)
     keys, items = _struct_children(entries)
     values = _series(items)
-    phones = values.filter(values.str.contains(PHONE_ATTRIBUTE)).unique()
-    if phones.len() == 0:
+    hashed = hasher.hash_if_phone(values, PHONE_ATTRIBUTE)
+    if hashed is values:
         return arr
-    hashed = pl.Series([hasher.hash(v) for v in phones.to_list()], dtype=pl.String)
-    return pa.MapArray.from_arrays(offsets, keys, _arrow(values.replace(phones, hashed)).cast(pa.string()),
+    return pa.MapArray.from_arrays(offsets, keys, _arrow(hashed).cast(pa.string()),
                                    mask=arr.is_null() if arr.null_count else None)
 
 

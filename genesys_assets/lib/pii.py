@@ -111,11 +111,11 @@ class AddressHasher:
         return out
 
     def hash_if_phone(self, s: pl.Series, pattern: str = PHONE_VALUE.pattern) -> pl.Series:
-        """Replace the values that look like phone numbers by their hash; keep the others."""
+        """Replace the values that look like phone numbers by their hash; keep the others (only those are hashed)."""
         looks = s.str.contains(pattern)
         if not looks.any():
             return s
-        return pl.select(pl.when(looks).then(self.hash_series(s)).otherwise(s)).to_series().alias(s.name)
+        return s.clone().scatter(looks.arg_true(), self.hash_series(s.filter(looks)))
 
 
 def as_hasher(hmac_key: bytes | str | AddressHasher) -> AddressHasher:

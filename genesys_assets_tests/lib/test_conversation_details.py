@@ -509,7 +509,6 @@ def test_a_failing_write_fails_the_day_with_its_error_and_leaves_no_files(
     assert not (tmp_path / "out").exists() and not list((tmp_path / "work").glob("parts-*"))
 
 
-
 def test_a_write_failing_while_later_batches_wait_for_the_writer_still_fails_the_day(
         emulator_pages: list[bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     writes = {"n": 0}

@@ -12,6 +12,7 @@ import requests
 from genesys_assets.sandbox.genesys_emulator import FaultConfig, GenesysEmulator
 
 SMALL_DAY = 200
+JOBS = "/api/v2/analytics/conversations/details/jobs"
 
 
 class Api:
@@ -73,7 +74,7 @@ def wait_job(api: Api, job_id: str, timeout: float = 10.0) -> dict:
 
     deadline = time.monotonic() + timeout
     while True:
-        status = api.get(f"/api/v2/analytics/conversations/details/jobs/{job_id}").json()
+        status = api.get(f"{JOBS}/{job_id}").json()
         if status["state"] not in ("QUEUED", "PENDING") or time.monotonic() > deadline:
             return status
         time.sleep(0.03)
@@ -86,7 +87,7 @@ def all_job_results(api: Api, job_id: str, page_size: int = 50) -> list[dict]:
         params: dict = {"pageSize": page_size}
         if cursor:
             params["cursor"] = cursor
-        page = api.get(f"/api/v2/analytics/conversations/details/jobs/{job_id}/results", **params).json()
+        page = api.get(f"{JOBS}/{job_id}/results", **params).json()
         out.extend(page.get("conversations", []))
         cursor = page.get("cursor")
         if not cursor:

@@ -15,9 +15,8 @@ import requests
 from genesys_assets.sandbox.conversations import ConversationStore, conversation_uuid, parse_ms
 from genesys_assets.sandbox.directory import TENANT_CREATED, build_directory
 from genesys_assets.sandbox.genesys_emulator import FaultConfig, GenesysEmulator
-from genesys_assets_tests.sandbox.conftest import SMALL_DAY, Api, all_job_results, day_interval, wait_job
+from genesys_assets_tests.sandbox.conftest import JOBS, SMALL_DAY, Api, all_job_results, day_interval, wait_job
 
-JOBS = "/api/v2/analytics/conversations/details/jobs"
 QUERY = "/api/v2/analytics/conversations/details/query"
 
 

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from genesys_assets.sandbox.conversations import parse_ms
-from genesys_assets_tests.sandbox.conftest import Api, day_interval, wait_job
+from genesys_assets_tests.sandbox.conftest import JOBS, Api, day_interval, wait_job
 
 _PRIMITIVES = {"str", "int", "float", "bool", "datetime", "date", "object"}
 
@@ -147,20 +147,20 @@ def test_directory_listings(api: Api) -> None:
 
 
 def test_details_job_lifecycle_shapes(api: Api, past_day) -> None:  # type: ignore[no-untyped-def]
-    r = api.post("/api/v2/analytics/conversations/details/jobs", {"interval": day_interval(past_day)})
+    r = api.post(JOBS, {"interval": day_interval(past_day)})
     assert r.status_code in (200, 202)
     assert_contract(r.json(), "AsyncQueryResponse")
     job = r.json()["jobId"]
-    assert_contract(api.get(f"/api/v2/analytics/conversations/details/jobs/{job}").json(), "AsyncQueryStatus")
+    assert_contract(api.get(f"{JOBS}/{job}").json(), "AsyncQueryStatus")
     status = wait_job(api, job)
     assert_contract(status, "AsyncQueryStatus")
-    page = api.get(f"/api/v2/analytics/conversations/details/jobs/{job}/results", pageSize=40).json()
+    page = api.get(f"{JOBS}/{job}/results", pageSize=40).json()
     assert page["conversations"] and "cursor" in page
     assert_contract(page, "AnalyticsConversationAsyncQueryResponse")
     assert any("attributes" in p for c in page["conversations"] for p in c["participants"])
-    assert_contract(api.get("/api/v2/analytics/conversations/details/jobs/availability").json(),
+    assert_contract(api.get(f"{JOBS}/availability").json(),
                     "DataAvailabilityResponse")
-    failed = api.post("/api/v2/analytics/conversations/details/jobs", {"interval": day_interval(past_day)},
+    failed = api.post(JOBS, {"interval": day_interval(past_day)},
                       fault="job_outcome=FAILED;job_delay_seconds=0").json()["jobId"]
     assert_contract(wait_job(api, failed), "AsyncQueryStatus")
 
@@ -169,7 +169,7 @@ def test_full_day_of_async_results_matches_sdk(api: Api, past_day) -> None:  # t
     """Every conversation of the day, not a sample: all media types, transfers, crossers."""
     from genesys_assets_tests.sandbox.conftest import all_job_results
 
-    job = api.post("/api/v2/analytics/conversations/details/jobs",
+    job = api.post(JOBS,
                    {"interval": day_interval(past_day)}).json()["jobId"]
     wait_job(api, job)
     convs = all_job_results(api, job, page_size=500)
@@ -264,37 +264,33 @@ def test_an_upload_url_without_a_timeout_is_valid_for_600_seconds(api: Api) -> N
 
 def test_an_existing_job_is_readable_with_the_agent_scoped_permission(
         api: Api, past_day) -> None:  # type: ignore[no-untyped-def]
-    job = api.post("/api/v2/analytics/conversations/details/jobs", {"interval": day_interval(past_day)}).json()["jobId"]
+    job = api.post(JOBS, {"interval": day_interval(past_day)}).json()["jobId"]
     assert wait_job(api, job)["state"] == "FULFILLED"
     api.gc.add_client("contract-agent-scope", "s3cret", ["analytics:agentConversationDetail:view"])
     agent = Api(api.gc, "contract-agent-scope", "s3cret")
-    assert agent.get(_job_path(job)).json()["state"] == "FULFILLED"
-    assert agent.get(_job_path(job, results=True), pageSize=5).status_code == 200
-    assert agent.delete(_job_path(job)).status_code == 204
+    assert agent.get(f"{JOBS}/{job}").json()["state"] == "FULFILLED"
+    assert agent.get(f"{JOBS}/{job}/results", pageSize=5).status_code == 200
+    assert agent.delete(f"{JOBS}/{job}").status_code == 204
     api.gc.add_client("contract-queues-only", "s3cret", ["routing:queue:view"])
-    refused = Api(api.gc, "contract-queues-only", "s3cret").get(_job_path(job))
+    refused = Api(api.gc, "contract-queues-only", "s3cret").get(f"{JOBS}/{job}")
     assert refused.status_code == 403
     assert "analytics:agentConversationDetail:view" in refused.json()["message"]
 
 
-def _job_path(job_id: str, results: bool = False) -> str:
-    return f"/api/v2/analytics/conversations/details/jobs/{job_id}" + ("/results" if results else "")
-
-
 def test_fulfilled_results_expire_at_the_expiration_date_the_status_reports(
         api: Api, past_day, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    job = api.post("/api/v2/analytics/conversations/details/jobs", {"interval": day_interval(past_day)}).json()["jobId"]
+    job = api.post(JOBS, {"interval": day_interval(past_day)}).json()["jobId"]
     status = wait_job(api, job)
     assert status["state"] == "FULFILLED"
     expires_ms = parse_ms(status["expirationDate"])
     monkeypatch.setattr(api.gc, "_now_ms", lambda: expires_ms - 1)
-    assert api.get(_job_path(job)).json()["state"] == "FULFILLED"
-    assert api.get(_job_path(job, results=True), pageSize=5).status_code == 200
+    assert api.get(f"{JOBS}/{job}").json()["state"] == "FULFILLED"
+    assert api.get(f"{JOBS}/{job}/results", pageSize=5).status_code == 200
     monkeypatch.setattr(api.gc, "_now_ms", lambda: expires_ms)
-    expired = api.get(_job_path(job)).json()
+    expired = api.get(f"{JOBS}/{job}").json()
     assert expired["state"] == "EXPIRED" and expired["expirationDate"] == status["expirationDate"]
     assert_contract(expired, "AsyncQueryStatus")
-    gone = api.get(_job_path(job, results=True), pageSize=5)
+    gone = api.get(f"{JOBS}/{job}/results", pageSize=5)
     assert gone.status_code == 400 and "EXPIRED" in gone.json()["message"]
     assert_contract(gone.json(), "ErrorBody")
 
@@ -302,22 +298,22 @@ def test_fulfilled_results_expire_at_the_expiration_date_the_status_reports(
 def test_deleting_a_running_job_cancels_it_and_deleting_a_finished_one_removes_it(
         api: Api, past_day) -> None:  # type: ignore[no-untyped-def]
     body = {"interval": day_interval(past_day)}
-    running = api.post("/api/v2/analytics/conversations/details/jobs", body,
+    running = api.post(JOBS, body,
                        fault="job_delay_seconds=30").json()["jobId"]
-    assert api.delete(_job_path(running)).status_code == 204
-    cancelled = api.get(_job_path(running)).json()
+    assert api.delete(f"{JOBS}/{running}").status_code == 204
+    cancelled = api.get(f"{JOBS}/{running}").json()
     assert cancelled["state"] == "CANCELLED" and "completionDate" in cancelled
     assert_contract(cancelled, "AsyncQueryStatus")
-    refused = api.get(_job_path(running, results=True))
+    refused = api.get(f"{JOBS}/{running}/results")
     assert refused.status_code == 400 and "CANCELLED" in refused.json()["message"]
-    assert api.delete(_job_path(running)).status_code == 204
-    assert api.get(_job_path(running)).status_code == 404
+    assert api.delete(f"{JOBS}/{running}").status_code == 204
+    assert api.get(f"{JOBS}/{running}").status_code == 404
 
-    finished = api.post("/api/v2/analytics/conversations/details/jobs", body).json()["jobId"]
+    finished = api.post(JOBS, body).json()["jobId"]
     assert wait_job(api, finished)["state"] == "FULFILLED"
-    assert api.delete(_job_path(finished)).status_code == 204
-    assert api.get(_job_path(finished)).status_code == 404
-    assert api.get(_job_path(finished, results=True)).status_code == 404
+    assert api.delete(f"{JOBS}/{finished}").status_code == 204
+    assert api.get(f"{JOBS}/{finished}").status_code == 404
+    assert api.get(f"{JOBS}/{finished}/results").status_code == 404
 
 
 @pytest.mark.parametrize("case", ["401", "403", "404", "400", "429", "503", "sync-400"])
@@ -331,9 +327,9 @@ def test_error_bodies_are_error_body(api: Api, case: str, past_day) -> None:  # 
         r = Api(gc, "contract-limited", "s3cret").post("/api/v2/analytics/conversations/details/query",
                                                        {"interval": day_interval(past_day)})
     elif case == "404":
-        r = api.get("/api/v2/analytics/conversations/details/jobs/does-not-exist")
+        r = api.get(f"{JOBS}/does-not-exist")
     elif case == "400":
-        r = api.post("/api/v2/analytics/conversations/details/jobs", {"order": "asc"})
+        r = api.post(JOBS, {"order": "asc"})
     elif case == "429":
         r = api.get("/api/v2/routing/queues", fault="rate_429=1;retry_after=3")
         assert r.headers["Retry-After"] == "3"
