@@ -336,6 +336,14 @@ def test_wrapup_facts_fields_and_labels_as_of_the_conversation() -> None:
     assert wrapup_facts(flat_of(page(convs)), None).column("wrap_up_code_label").null_count == 4
 
 
+def test_wrapup_facts_of_a_batch_without_wrapups_is_empty_with_the_schema() -> None:
+    abandoned = [conversation("abandoned", "2024-03-05T10:00:00.000Z", "2024-03-05T10:01:00.000Z",
+                              agent_segments=[seg("2024-03-05T10:00:00.000Z", "2024-03-05T10:01:00.000Z", "alert")])]
+    for labels in (LABELS, None):
+        facts = wrapup_facts(flat_of(page(abandoned)), labels)
+        assert facts.num_rows == 0 and facts.schema.equals(WRAPUP_FACTS_SCHEMA)
+
+
 def test_wrapup_facts_schema_is_dictionary_encoded_and_utc() -> None:
     dicts = {f.name for f in WRAPUP_FACTS_SCHEMA if pa.types.is_dictionary(f.type)}
     assert dicts == {"media_type", "direction", "wrap_up_code_id", "wrap_up_code_label", "queue_id", "division_id"}
