@@ -532,8 +532,9 @@ def _flatten_frames(table: pa.Table | pl.DataFrame, day: date, hasher: AddressHa
     sessions = kept(_table(skeys, {**{k: s[k] for k in s if k not in ("segments", "metrics")},
                                    **{c.name: _arrow(c) for c in metrics}}))
     segments = kept(_table(gkeys, g))
-    segments = segments.filter(pc.and_(pc.is_valid(segments.column("segmentStart")),
-                                       pc.is_valid(segments.column("segmentType"))))
+    complete = pc.and_(pc.is_valid(segments.column("segmentStart")), pc.is_valid(segments.column("segmentType")))
+    if not pc.all(complete).as_py():  # the API always sends both: filtering anyway copied every segment row
+        segments = segments.filter(complete)
 
     seg_key = ["_seq", "participant_id", "session_id", "segmentStart", "segmentType"]
     n_seg = segments.num_rows

@@ -336,6 +336,21 @@ def test_wrapup_facts_fields_and_labels_as_of_the_conversation() -> None:
     assert wrapup_facts(flat_of(page(convs)), None).column("wrap_up_code_label").null_count == 4
 
 
+def test_a_segment_without_its_start_or_type_is_dropped_and_its_siblings_kept() -> None:
+    start = "2024-03-05T10:00:00.000Z"
+    agent = [seg(start, "2024-03-05T10:05:00.000Z", "interact", queueId="q-1"),
+             {"segmentEnd": "2024-03-05T10:06:00.000Z", "segmentType": "wrapup"},  # no segmentStart
+             {"segmentStart": "2024-03-05T10:06:00.000Z", "segmentEnd": "2024-03-05T10:07:00.000Z"}]  # no type
+    flat = flat_of(page([conversation("partial", start, "2024-03-05T10:07:00.000Z", agent_segments=agent),
+                         conversation("whole", start, "2024-03-05T10:06:00.000Z")]))
+    segments = pl.from_arrow(flat.segments)
+    per_conversation = dict(segments.group_by("conversation_id").len().iter_rows())
+    assert per_conversation == {"partial": 3, "whole": 4}  # customer + ACD + the agent's one complete segment
+    counts = dict(zip(flat.conversations.column("conversation_id").to_pylist(),
+                      flat.conversations.column("segment_count").to_pylist(), strict=True))
+    assert counts == per_conversation
+
+
 def test_wrapup_facts_of_a_batch_without_wrapups_is_empty_with_the_schema() -> None:
     abandoned = [conversation("abandoned", "2024-03-05T10:00:00.000Z", "2024-03-05T10:01:00.000Z",
                               agent_segments=[seg("2024-03-05T10:00:00.000Z", "2024-03-05T10:01:00.000Z", "alert")])]
