@@ -87,7 +87,6 @@ __all__ = [
 ROW_GROUP_SIZE = 100_000
 TARGET_FILE_BYTES = 256 * 1024 * 1024  # upper end of the 128-256 MB target; a day smaller than this is one file
 PARQUET_COMPRESSION = "zstd"
-_SPOOL_BUFFER_BYTES = 1 << 20
 # Values a Parquet column writer takes in one step (pyarrow's default is 1,024): the benchmark day's row groups
 # written in 32k-value steps cost ~10 % less CPU for the same bytes (pages are still cut at 20k rows / 1 MiB).
 PARQUET_WRITE_BATCH_SIZE = 32_768
@@ -906,9 +905,7 @@ class _ParquetSink:
                                             b"genesys_assets.schema_version": str(SCHEMA_VERSION).encode()})
         self.plain = _plain(schema)
         self.dict_columns = [f.name for f in schema if pa.types.is_dictionary(f.type)]
-        self._spool_path = folder / ".spool.arrows"
-        self._spool: pa.ipc.RecordBatchStreamWriter | None = None
-        self._spool_file: pa.NativeFile | None = None
+        self._spool: _ArrowLog | None = None
         self._buffered = 0
         self._out: pa.NativeFile | None = None
         self._writer: pq.ParquetWriter | None = None
@@ -929,31 +926,22 @@ class _ParquetSink:
     def _spooled(self, table: pa.Table) -> None:
         if self._spool is None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            # Buffered: a batch is ~100 small Arrow buffers, each its own write() unbuffered (the spool's writes
-            # cost ~1.6x the CPU, measured).
-            self._spool_file = pa.BufferedOutputStream(pa.OSFile(str(self._spool_path), "wb"), _SPOOL_BUFFER_BYTES)
-            self._spool = pa.ipc.new_stream(self._spool_file, self.plain)
-        self._spool.write_table(table)
+            self._spool = _ArrowLog(self.folder / ".spool.arrows", buffer_bytes=1 << 20)
+        self._spool.append(table)
         self._buffered += table.num_rows
 
     def _flush_groups(self, *, final: bool) -> None:
         """Write the spool's full row groups (and, when ``final``, the last partial one); re-spool the rest."""
-        self._close_spool()
-        self._buffered = 0
-        with pa.OSFile(str(self._spool_path)) as source:
-            data = pa.ipc.open_stream(source).read_all()
+        spool, self._spool, self._buffered = self._spool, None, 0
+        assert spool is not None
+        spool.close()
+        data = spool.read_all()
+        spool.path.unlink()
         full = data.num_rows if final else data.num_rows - data.num_rows % ROW_GROUP_SIZE
         for start in range(0, full, ROW_GROUP_SIZE):
             self._write_group(data.slice(start, min(ROW_GROUP_SIZE, full - start)))
-        self._spool_path.unlink()
         if full < data.num_rows:
             self._spooled(data.slice(full))
-
-    def _close_spool(self) -> None:
-        assert self._spool is not None and self._spool_file is not None
-        self._spool.close()
-        self._spool_file.close()  # flushes, and closes the file under it
-        self._spool, self._spool_file = None, None
 
     def _write_group(self, rows: pa.Table) -> None:
         group = _encode_dictionaries(rows, self.schema)
@@ -999,12 +987,12 @@ class _ParquetSink:
     def abandon(self) -> None:
         """Close open files without finishing them (they are removed with the work directory)."""
         if self._spool is not None:
-            self._close_spool()
+            self._spool.close()
         if self._writer is not None:
             self._writer.close()
         if self._out is not None:
             self._out.close()
-        self._writer, self._out = None, None
+        self._spool, self._writer, self._out = None, None, None
 
 
 @dataclass
@@ -1301,27 +1289,37 @@ def _surviving_rows(files: list[Path], seq_log: _ArrowLog, alive: pl.Series) -> 
 
 
 class _ArrowLog:
-    """An append-only Arrow IPC stream of small frames in one work file.
+    """An append-only Arrow IPC stream of tables in one work file (a sink's spool, the rewrite's logs).
 
     One open stream per kind instead of a file per batch: the per-batch files cost ~5 ms of the writer thread a
-    batch (~0.5 CPU-s per 100k conversations, measured). Read back with ordinary reads, batch by batch (a memory
-    map would count the whole file in the process's RSS).
+    batch (~0.5 CPU-s per 100k conversations, measured). Writes are buffered: a batch is ~100 small Arrow buffers,
+    each its own write() unbuffered (the spool's writes took ~1.6x the CPU, measured). Read back with ordinary
+    reads (a memory map would count the whole file in the process's RSS).
     """
 
-    def __init__(self, path: Path, compression: str | None = None) -> None:
+    def __init__(self, path: Path, compression: str | None = None, buffer_bytes: int = 1 << 16) -> None:
         self.path = path
         self._options = pa.ipc.IpcWriteOptions(compression=compression)
+        self._buffer_bytes = buffer_bytes
+        self._file: pa.NativeFile | None = None
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
 
     def append(self, table: pa.Table) -> None:
         if self._writer is None:
-            self._writer = pa.ipc.new_stream(str(self.path), table.schema, options=self._options)
+            self._file = pa.BufferedOutputStream(pa.OSFile(str(self.path), "wb"), self._buffer_bytes)
+            self._writer = pa.ipc.new_stream(self._file, table.schema, options=self._options)
         self._writer.write_table(table)
 
     def close(self) -> None:
         if self._writer is not None:
+            assert self._file is not None
             self._writer.close()
-            self._writer = None
+            self._file.close()  # flushes, and closes the file under it
+            self._writer, self._file = None, None
+
+    def read_all(self) -> pa.Table:
+        with pa.OSFile(str(self.path)) as source:
+            return pa.ipc.open_stream(source).read_all()
 
     def frames(self) -> Iterator[pl.DataFrame]:
         if not self.path.exists():
