@@ -426,6 +426,7 @@ class FlatTables:
     dropped_neighbours: int = 0
     duplicate_conversations: int = 0
     duplicate_segments: int = 0
+    incomplete_segments: int = 0
 
     def tables(self) -> dict[str, pa.Table]:
         return {"conversations": self.conversations, "participants": self.participants,
@@ -443,6 +444,7 @@ class _Frames:
     conversations_in: int
     dropped_neighbours: int
     duplicate_segments: int
+    incomplete_segments: int
 
 
 def _day_bounds(day: date) -> tuple[datetime, datetime]:
@@ -532,9 +534,14 @@ def _flatten_frames(table: pa.Table | pl.DataFrame, day: date, hasher: AddressHa
     sessions = kept(_table(skeys, {**{k: s[k] for k in s if k not in ("segments", "metrics")},
                                    **{c.name: _arrow(c) for c in metrics}}))
     segments = kept(_table(gkeys, g))
+    # A segment without a start or type has no key in the segments table. The API always sends both: filtering
+    # anyway copied every segment row. Those dropped are counted (the raw landing keeps them).
     complete = pc.and_(pc.is_valid(segments.column("segmentStart")), pc.is_valid(segments.column("segmentType")))
-    if not pc.all(complete).as_py():  # the API always sends both: filtering anyway copied every segment row
+    incomplete = 0
+    if not pc.all(complete).as_py():
+        incomplete = segments.num_rows
         segments = segments.filter(complete)
+        incomplete -= segments.num_rows
 
     seg_key = ["_seq", "participant_id", "session_id", "segmentStart", "segmentType"]
     n_seg = segments.num_rows
@@ -607,7 +614,7 @@ def _flatten_frames(table: pa.Table | pl.DataFrame, day: date, hasher: AddressHa
         "associatedConversationId": "associated_conversation_id", "participant_count": "participant_count",
         "_seq": "_seq", "segment_count": "segment_count",
     })
-    return _Frames(conversations, parts, sessions, segments, n_in, dropped, dup_segments)
+    return _Frames(conversations, parts, sessions, segments, n_in, dropped, dup_segments, incomplete)
 
 
 def _renamed(table: pa.Table, columns: dict[str, str | pa.Array | pa.ChunkedArray]) -> pa.Table:
@@ -758,7 +765,7 @@ def _finish_frames(fr: _Frames) -> FlatTables:
         **{name: _to_schema(df, TABLE_SCHEMAS[name]) for name, df in kept.items()},
         conversations_in=fr.conversations_in, dropped_neighbours=fr.dropped_neighbours,
         duplicate_conversations=fr.conversations.num_rows - winners.height,
-        duplicate_segments=fr.duplicate_segments,
+        duplicate_segments=fr.duplicate_segments, incomplete_segments=fr.incomplete_segments,
     )
 
 
@@ -1005,6 +1012,7 @@ class DayResult:
     dropped_neighbours: int = 0
     duplicate_conversations: int = 0
     duplicate_segments: int = 0
+    incomplete_segments: int = 0  # dropped: no segmentStart or segmentType (kept in the raw landing)
     conform_pages: int = 0
     unknown_fields: list[str] = field(default_factory=list)
     rewritten: bool = False  # a conversation came again after its first version was written: see DayFlattener
@@ -1015,6 +1023,13 @@ class DayResult:
     @property
     def conversations(self) -> int:
         return self.rows.get("conversations", 0)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """What was dropped or merged on the way from the pages to the tables, for the manifest and metadata."""
+        return {"conversations_in": self.conversations_in, "dropped_neighbours": self.dropped_neighbours,
+                "duplicate_conversations": self.duplicate_conversations,
+                "duplicate_segments": self.duplicate_segments, "incomplete_segments": self.incomplete_segments}
 
 
 class DayFlattener:
@@ -1119,6 +1134,7 @@ class DayFlattener:
         r.conversations_in += fr.conversations_in
         r.dropped_neighbours += fr.dropped_neighbours
         r.duplicate_segments += fr.duplicate_segments
+        r.incomplete_segments += fr.incomplete_segments
         frames = {"conversations": fr.conversations, "participants": fr.participants, "sessions": fr.sessions,
                   "segments": fr.segments}
         if "wrapup_facts" in self.tables:

@@ -49,15 +49,16 @@ def resources(emulator: GenesysEmulator, home: Path, **genesys: Any) -> dict[str
 
 
 def materialize(res: dict[str, Any], day: date | None, *assets: str, config: dict | None = None,
-                raise_on_error: bool = True, tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
-    """Materialize ``assets`` (and their checks) for ``day`` in an ephemeral instance."""
+                raise_on_error: bool = True, tags: dict[str, str] | None = None,
+                instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
+    """Materialize ``assets`` (and their checks) for ``day`` in ``instance`` (by default an ephemeral one)."""
     run_config: dict[str, Any] = dict(QUIET)
     if config:
         run_config["ops"] = {name: {"config": cfg} for name, cfg in config.items()}
     return dg.materialize(
         [*ASSETS, *CHECKS], resources=res, partition_key=day.isoformat() if day else None,
         selection=dg.AssetSelection.assets(*assets), run_config=run_config, raise_on_error=raise_on_error,
-        tags=tags)
+        tags=tags, instance=instance)
 
 
 def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:

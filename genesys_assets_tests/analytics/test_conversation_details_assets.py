@@ -176,3 +176,24 @@ def test_a_missing_required_key_fails_naming_the_conversation(emulator: GenesysE
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert bad["conversationId"] in failure.event_specific_data.error.message
     assert "conversationStart" in failure.event_specific_data.error.message
+
+
+def test_a_segment_without_a_start_is_counted_and_warned_not_silently_lost(emulator: GenesysEmulator,
+                                                                           home: Path) -> None:
+    """Landed pages with a segment lacking segmentStart: the replay writes the rest and says what it left out."""
+    day = DAY - timedelta(days=6)
+    raw = home / "lake/raw/analytics/conversation_details" / f"year={day:%Y}/month={day:%m}/day={day:%d}"
+    raw.mkdir(parents=True)
+    convs = orjson.loads(orjson.dumps(emulator.conversations_for_day(day)[:3]))  # a copy: the tenant stays whole
+    first = convs[0]["participants"][0]["sessions"][0]["segments"][0]
+    first.pop("segmentStart")
+    (raw / "part-000.ndjson.gz").write_bytes(gzip.compress(orjson.dumps({"conversations": convs}) + b"\n"))
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(resources(emulator, home), day, "conversation_details", raise_on_error=False,
+                         config={"conversation_details": {"replay_from_raw": True}}, instance=instance)
+    md = metadata(result, "conversation_details")
+    assert md["incomplete_segments"] == 1 and md["rows"] == 3
+    sent = sum(len(s["segments"]) for c in convs for p in c["participants"] for s in p["sessions"])
+    assert md["rows_segments"] == sent - 1 - md["duplicate_segments"]
+    warnings = [e.user_message for e in instance.all_logs(result.run_id) if "without a segmentStart" in e.user_message]
+    assert len(warnings) == 1 and "raw/analytics/conversation_details" in warnings[0]

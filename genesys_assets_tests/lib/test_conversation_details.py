@@ -349,6 +349,20 @@ def test_a_segment_without_its_start_or_type_is_dropped_and_its_siblings_kept() 
     counts = dict(zip(flat.conversations.column("conversation_id").to_pylist(),
                       flat.conversations.column("segment_count").to_pylist(), strict=True))
     assert counts == per_conversation
+    assert flat.incomplete_segments == 2 and flat.duplicate_segments == 0
+
+
+def test_a_day_counts_its_incomplete_segments_across_batches(tmp_path: Path) -> None:
+    start = "2024-03-05T10:00:00.000Z"
+    headless = [seg(start, "2024-03-05T10:05:00.000Z", "interact"),
+                {"segmentEnd": "2024-03-05T10:06:00.000Z", "segmentType": "wrapup"}]
+    convs = [conversation(f"c{i}", start, "2024-03-05T10:06:00.000Z", agent_segments=headless) for i in range(5)]
+    with DayFlattener(DAY, tmp_path / "work", KEY, batch_conversations=2) as f:
+        f.add_page(page(convs[:3]))
+        f.add_page(page(convs[3:]))
+        result = f.finish(tmp_path / "out")
+    assert result.incomplete_segments == 5 and result.counts["incomplete_segments"] == 5
+    assert result.rows["segments"] == 5 * 3 and result.rows["conversations"] == 5
 
 
 def test_wrapup_facts_of_a_batch_without_wrapups_is_empty_with_the_schema() -> None:

@@ -218,9 +218,7 @@ def _extract_details(context: dg.AssetExecutionContext, config: ConversationDeta
     manifest = {
         "day": day.isoformat(), "source": "api", "schema_version": SCHEMA_VERSION,
         "written_at": iso(datetime.now(UTC)), "data_availability_date": iso(watermark), "total_hits": total_hits,
-        "passes": passes, "rows": r.rows, "pages": r.pages, "conversations_in": r.conversations_in,
-        "dropped_neighbours": r.dropped_neighbours, "duplicate_conversations": r.duplicate_conversations,
-        "duplicate_segments": r.duplicate_segments, "conform_pages": r.conform_pages,
+        "passes": passes, "rows": r.rows, "pages": r.pages, **r.counts, "conform_pages": r.conform_pages,
         "unknown_fields": drift, "sdk_fields_not_output": sdk_known,
         "raw_files": [p.name for p in chosen.raw_files],
     }
@@ -230,6 +228,7 @@ def _extract_details(context: dg.AssetExecutionContext, config: ConversationDeta
     context.log.info("%s: %d conversations (%d neighbours dropped, %d duplicates) in %d pages; %d API requests",
                      day, r.conversations, r.dropped_neighbours, r.duplicate_conversations, r.pages,
                      api["api_requests"])
+    _warn_incomplete_segments(context, lake, r)
     return dg.MaterializeResult(metadata={
         **row_count(r.conversations),
         **_table_metadata(r, CONVERSATION_TABLES),
@@ -239,11 +238,17 @@ def _extract_details(context: dg.AssetExecutionContext, config: ConversationDeta
         "window_hours": chosen.hours, "windows_tried": dg.MetadataValue.json(passes),
         "job_ids": dg.MetadataValue.json(job_ids),
         "seconds_submit_to_fulfilled": round(sum(w.seconds_to_fulfilled for w in chosen.windows), 3),
-        "dropped_neighbours": r.dropped_neighbours, "duplicate_conversations": r.duplicate_conversations,
-        "duplicate_segments": r.duplicate_segments, "unknown_fields": dg.MetadataValue.json(drift),
+        **r.counts, "unknown_fields": dg.MetadataValue.json(drift),
         "data_availability_date": iso(watermark), **api,
         "path": dg.MetadataValue.path(lake.uri(table_prefix("conversations", day))),
     })
+
+
+def _warn_incomplete_segments(context: dg.AssetExecutionContext, lake: Lake, r: DayResult) -> None:
+    if r.incomplete_segments:
+        context.log.warning(
+            "%s: %d segment(s) without a segmentStart or segmentType were left out of the segments table; the pages "
+            "holding them are in the raw landing, %s", r.day, r.incomplete_segments, lake.uri(raw_prefix(r.day)))
 
 
 def _run_pass_with_restarts(context: dg.AssetExecutionContext, client: GenesysCloudClient,
@@ -276,12 +281,12 @@ def _replay_details(context: dg.AssetExecutionContext, lake: Lake, pii: PiiHashi
     drift, _ = split_unknown_fields(r.unknown_fields)
     context.log.info("%s re-flattened from %d landed pages without the API: %d conversations", day, r.pages,
                      r.conversations)
+    _warn_incomplete_segments(context, lake, r)
     return dg.MaterializeResult(metadata={
         **row_count(r.conversations), "source": "raw landing (replay)",
         **_table_metadata(r, CONVERSATION_TABLES), "raw_pages": r.pages,
         "preview": dg.MetadataValue.md(_preview(r.files["conversations"], "conversations")),
-        "dropped_neighbours": r.dropped_neighbours, "duplicate_conversations": r.duplicate_conversations,
-        "unknown_fields": dg.MetadataValue.json(drift),
+        **r.counts, "unknown_fields": dg.MetadataValue.json(drift),
         "path": dg.MetadataValue.path(lake.uri(table_prefix("conversations", day))),
     })
 
