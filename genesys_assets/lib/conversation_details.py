@@ -498,6 +498,12 @@ def _arrow(s: pl.Series) -> pa.Array:
     return s.to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
+def _ordinals(start: int, stop: int) -> pa.Array:
+    """``start, start + 1, ..., stop - 1`` as int64, built natively (``pa.array(range(...))`` walks Python ints:
+    ~0.7 ms for a batch's 7k sessions, 55x this)."""
+    return _arrow(pl.int_range(start, stop, dtype=pl.Int64, eager=True))
+
+
 def _flatten_frames(table: pa.Table | pl.DataFrame, day: date, hasher: AddressHasher, seq_start: int = 0) -> _Frames:
     """Flatten one batch of parsed conversations (no cross-batch dedup: see ``_select_versions``)."""
     if isinstance(table, pl.DataFrame):
@@ -514,14 +520,14 @@ def _flatten_frames(table: pa.Table | pl.DataFrame, day: date, hasher: AddressHa
     lo, hi = _day_bounds(day)
     keep = pc.and_(pc.greater_equal(start, pa.scalar(lo, start.type)), pc.less(start, pa.scalar(hi, start.type)))
     dropped = n_in - pc.sum(keep.cast(pa.int64())).as_py() if n_in else 0
-    seq = pa.array(range(seq_start, seq_start + n_in), pa.int64())
+    seq = _ordinals(seq_start, seq_start + n_in)
     keys = pa.table({"conversation_id": cid, "conversation_start": start, "_seq": seq, "_keep": keep})
 
     pkeys, p = _explode(keys, table.column("participants"))
     pid = pc.fill_null(p["participantId"], "")  # a participant without an id still owns its sessions
     skeys, s = _explode(pkeys.append_column("participant_id", pid), p["sessions"])
     sid = pc.fill_null(s["sessionId"], "")
-    srow = pa.array(range(len(sid)), pa.int64())
+    srow = _ordinals(0, len(sid))
     gkeys, g = _explode(skeys.append_column("session_id", sid), s["segments"])
     mrows, m = _explode(pa.table({"_srow": srow, "_keep": skeys.column("_keep")}), s["metrics"])
 
