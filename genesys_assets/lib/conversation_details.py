@@ -24,7 +24,8 @@ Decisions worth knowing:
   a finished conversation beats an unfinished one, a later end beats an earlier one, a more complete one beats a
   less complete one, and only exact ties fall back to "the later page wins". Its participants, sessions and
   segments follow it (child rows carry the version's ordinal). Within a version, segments are unique on
-  (conversation_id, participant_id, session_id, segment_start, segment_type); the first occurrence is kept.
+  (conversation_id, participant_id, session_id, segment_start, segment_type); the first occurrence is kept. A
+  segment without a start or type has no such key: it is left out and counted (``incomplete_segments``).
 * **Personal data.** Session addresses (ANI, DNIS, addressFrom/To: phone numbers, e-mail, messaging ids) are
   kept only as HMAC-SHA256 hashes under a caller-supplied key (first 128 bits, hex), after normalising
   (``tel:``/``sip:`` prefixes, spacing, case) so the same number always hashes the same. DNIS is hashed too:
@@ -1018,7 +1019,9 @@ class DayResult:
     dropped_neighbours: int = 0
     duplicate_conversations: int = 0
     duplicate_segments: int = 0
-    incomplete_segments: int = 0  # dropped: no segmentStart or segmentType (kept in the raw landing)
+    # Segment rows on the pages without a segmentStart or segmentType, left out (the raw landing keeps them); like
+    # duplicate_segments, counted per version received, so a conversation sent twice counts twice.
+    incomplete_segments: int = 0
     conform_pages: int = 0
     unknown_fields: list[str] = field(default_factory=list)
     rewritten: bool = False  # a conversation came again after its first version was written: see DayFlattener
