@@ -36,7 +36,6 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -1042,34 +1041,14 @@ class DayResult:
                 "duplicate_segments": self.duplicate_segments, "incomplete_segments": self.incomplete_segments}
 
 
-@dataclass
-class _FlatBatch:
-    """A flattened batch: its counts, its tables (wrap-up facts included), and the ordinal its versions start at."""
-
-    flattened: _Frames
-    frames: dict[str, pa.Table]
-    seq_start: int
-
-
-@dataclass
-class _ParsedPage:
-    """What a parse thread hands over: the page's metadata, its whole batches flattened, and the rows left over."""
-
-    meta: dict[bytes, bytes]
-    batches: list[_FlatBatch]
-    rest: pa.Table
-
-
 class DayFlattener:
     """Flatten a day page by page into its Parquet tables, with memory flat in the day's size.
 
-    Three stages overlap on their own threads: pages are parsed (``parse_threads`` at once, in order) and, on the
-    same thread, flattened in batches of about ``batch_conversations`` (so the flattening's memory follows the batch,
-    not the page); the caller's thread numbers each batch's versions and resolves them; a writer thread (up to
+    Three stages overlap on their own threads: pages are parsed (``parse_threads`` at once, in order), every
+    ``batch_conversations`` conversations are flattened on the caller's thread, and a writer thread (up to
     ``WRITER_QUEUE_BATCHES`` batches queued for it) streams each batch into the tables' Parquet files (100k-row row
     groups, each dictionary-encoded on its own rows so the bytes never depend on batching; zstd; a new file past
-    ``TARGET_FILE_BYTES``) under ``work_dir``. Pages smaller than a batch are gathered on the caller's thread into
-    whole batches and flattened there.
+    ``TARGET_FILE_BYTES``) under ``work_dir``.
 
     Dedup without a second pass: a batch is held back until the next one is flattened, and the versions of both
     are resolved together (the module docstring's order), so a conversation repeated on the next page or two (a
@@ -1109,7 +1088,7 @@ class DayFlattener:
         # What a rewrite needs (see finish): each written row's version, and each written version's key.
         self._seq_logs = {name: _ArrowLog(self.parts_dir / f"{name}.seq.arrows") for name in self.tables}
         self._keys_log = _ArrowLog(self.parts_dir / "keys.arrows", compression="lz4")
-        self._pending: deque[Future[_ParsedPage]] = deque()
+        self._pending: deque[Future[pa.Table]] = deque()
         self._parsed: list[pa.Table] = []
         self._parsed_rows = 0
         self._held: dict[str, pl.DataFrame] | None = None
@@ -1123,26 +1102,9 @@ class DayFlattener:
         """Queue one raw result page."""
         self._check_open()
         self.result.pages += 1
-        self._pending.append(self._parse_pool.submit(self._parse_and_flatten, raw))
+        self._pending.append(self._parse_pool.submit(parse_page, raw))
         while len(self._pending) > self._parse_ahead:
             self._accept(self._pending.popleft().result())
-
-    def _parse_and_flatten(self, raw: bytes) -> _ParsedPage:
-        """(parse thread) The page parsed and, unless it is smaller than a batch, flattened with ordinals from 0.
-
-        A page of at least ``batch_conversations`` is cut into the nearest whole number of equal batches (2,020
-        conversations: one; 10,000: five of 2,000), so no batch is over 1.5 of a batch and none is a stub. Flattening
-        right after the parse, on the parse threads, instead of on the caller's thread: see benchmarks/README.md."""
-        table = parse_page(raw)
-        meta = table.schema.metadata or {}
-        table = table.replace_schema_metadata(None)
-        n = table.num_rows
-        if n < self.batch_conversations:
-            return _ParsedPage(meta, [], table)
-        cuts = round(n / self.batch_conversations)
-        bounds = [n * i // cuts for i in range(cuts + 1)]
-        batches = [self._flatten(table.slice(lo, hi - lo), 0) for lo, hi in itertools.pairwise(bounds)]
-        return _ParsedPage(meta, batches, table.slice(n))
 
     def add_pages(self, pages: Iterable[bytes]) -> None:
         for raw in pages:
@@ -1152,60 +1114,40 @@ class DayFlattener:
         if self._finished:
             raise RuntimeError("DayFlattener.finish() was already called")
 
-    def _accept(self, page: _ParsedPage) -> None:
-        """Take a parsed page in arrival order: its batches are admitted, its rows of a smaller page wait here."""
-        meta = page.meta
+    def _accept(self, table: pa.Table) -> None:
+        meta = table.schema.metadata or {}
         if meta.get(b"parse_path") == b"conform":
             self.result.conform_pages += 1
         if meta.get(b"unknown_fields"):
             self._unknown.update(json.loads(meta[b"unknown_fields"]))
-        if page.batches and self._parsed:  # earlier pages' rows come first, as a smaller batch
+        self._parsed.append(table.replace_schema_metadata(None))
+        self._parsed_rows += table.num_rows
+        while self._parsed_rows >= self.batch_conversations:
             self._flatten_batch()
-        for batch in page.batches:
-            self._admit_batch(batch)
-        if page.rest.num_rows:
-            self._parsed.append(page.rest)
-            self._parsed_rows += page.rest.num_rows
-            if self._parsed_rows >= self.batch_conversations:
-                self._flatten_batch()
 
     # ---- batches --------------------------------------------------------------------------------------
     def _flatten_batch(self) -> None:
-        """Flatten the first ``batch_conversations`` rows of the pages smaller than a batch (or all, if fewer) here:
-        small pages still make whole batches (a page is freed with its last slice)."""
+        """Flatten the first ``batch_conversations`` parsed conversations (or all, if fewer): a page larger than a
+        batch (page size 10,000, say) is flattened a batch at a time, so the flattening's working memory follows
+        the batch; the parsed page itself is freed with its last slice."""
         if not self._parsed:
             return
         parsed = pa.concat_tables(self._parsed)
         batch, rest = parsed.slice(0, self.batch_conversations), parsed.slice(self.batch_conversations)
         del parsed
         self._parsed, self._parsed_rows = ([rest] if rest.num_rows else []), rest.num_rows
-        flat = self._flatten(batch, self._seq)
+        fr = _flatten_frames(batch, self.day, self.hasher, seq_start=self._seq)
+        self._seq += batch.num_rows
         del batch  # freed before this batch waits for the writer (a page cut across batches goes with its last slice)
-        self._admit_batch(flat)
-
-    def _flatten(self, batch: pa.Table, seq_start: int) -> _FlatBatch:
-        """(any thread) One batch's frames, wrap-up facts included, its versions numbered from ``seq_start``."""
-        fr = _flatten_frames(batch, self.day, self.hasher, seq_start=seq_start)
-        frames = {"conversations": fr.conversations, "participants": fr.participants, "sessions": fr.sessions,
-                  "segments": fr.segments}
-        if "wrapup_facts" in self.tables:
-            frames["wrapup_facts"] = _batch_wrapup_facts(frames, self.labels)
-        return _FlatBatch(fr, frames, seq_start)
-
-    def _admit_batch(self, flat: _FlatBatch) -> None:
-        """Number a flattened batch's versions after the day's so far, count it, and admit it."""
-        frames = flat.frames
-        if flat.seq_start != self._seq:  # flattened on a parse thread, numbered from 0
-            shift = pa.scalar(self._seq - flat.seq_start, pa.int64())
-            frames = {name: t.set_column(t.schema.get_field_index("_seq"), "_seq", pc.add(t.column("_seq"), shift))
-                      for name, t in frames.items()}
-        fr = flat.flattened
-        self._seq += fr.conversations_in
         r = self.result
         r.conversations_in += fr.conversations_in
         r.dropped_neighbours += fr.dropped_neighbours
         r.duplicate_segments += fr.duplicate_segments
         r.incomplete_segments += fr.incomplete_segments
+        frames = {"conversations": fr.conversations, "participants": fr.participants, "sessions": fr.sessions,
+                  "segments": fr.segments}
+        if "wrapup_facts" in self.tables:
+            frames["wrapup_facts"] = _batch_wrapup_facts(frames, self.labels)
         self._admit(frames)
 
     def _admit(self, new: dict[str, pa.Table]) -> None:

