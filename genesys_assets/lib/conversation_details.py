@@ -544,11 +544,10 @@ def _flatten_frames(table: pa.Table | pl.DataFrame, day: date, hasher: AddressHa
     # A segment without a start or type has no key in the segments table. The API always sends both: filtering
     # anyway copied every segment row. Those dropped are counted (the raw landing keeps them).
     complete = pc.and_(pc.is_valid(segments.column("segmentStart")), pc.is_valid(segments.column("segmentType")))
-    incomplete = 0
+    n_segments = segments.num_rows
     if not pc.all(complete).as_py():
-        incomplete = segments.num_rows
         segments = segments.filter(complete)
-        incomplete -= segments.num_rows
+    incomplete = n_segments - segments.num_rows
 
     seg_key = ["_seq", "participant_id", "session_id", "segmentStart", "segmentType"]
     n_seg = segments.num_rows
@@ -1035,7 +1034,8 @@ class DayResult:
 
     @property
     def counts(self) -> dict[str, int]:
-        """What was dropped or merged on the way from the pages to the tables, for the manifest and metadata."""
+        """The conversations that came in and what was dropped or merged on the way to the tables (manifest and
+        metadata)."""
         return {"conversations_in": self.conversations_in, "dropped_neighbours": self.dropped_neighbours,
                 "duplicate_conversations": self.duplicate_conversations,
                 "duplicate_segments": self.duplicate_segments, "incomplete_segments": self.incomplete_segments}
