@@ -1,10 +1,11 @@
 """The two refusals that come before any conversation data moves: data residency and the storage quota.
 
 Residency: the archive may only be taken from a Genesys Cloud region listed in ``ALLOWED_REGIONS``. The region is
-the resource's configured ``region`` (``GENESYS_REGION``), normalised to Genesys's names (``eu-west-1``,
-``mypurecloud.ie`` and ``eu_west_1`` are the same region). A resource pointed at explicit base URLs with no
-region (the sandbox emulator) is in the region named ``sandbox``. ``ALLOWED_REGIONS`` unset means ``sandbox``
-only: a live deployment must list its regions explicitly, it is never allowed by default.
+the one whose API host the resource talks to, else its configured ``region`` (``GENESYS_REGION``), normalised to
+Genesys's names (``eu-west-1``, ``mypurecloud.ie`` and ``eu_west_1`` are the same region). An API on this machine
+with no region named (the sandbox emulator) is in the region named ``sandbox``; any other host that is no
+region's own (a proxy) must be given its region, or nothing is extracted. ``ALLOWED_REGIONS`` unset means
+``sandbox`` only: a live deployment must list its regions explicitly, it is never allowed by default.
 
 Quota: the day's conversation count (sync query ``totalHits``) times the measured average stored bytes per
 record (from the manifests of recent days; a default measured on the sandbox until there are any) must fit
@@ -13,10 +14,12 @@ record (from the manifests of recent days; a default measured on the sandbox unt
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
-from genesys_assets.resources.genesys_cloud_regions import UnknownRegionError, normalise_region
+from genesys_assets.resources.genesys_cloud_regions import UnknownRegionError, normalise_region, region_of_host
 
 SANDBOX_REGION = "sandbox"
 DEFAULT_ALLOWED_REGIONS = SANDBOX_REGION
@@ -40,9 +43,32 @@ def canonical_region(value: str) -> str:
         return value.strip().lower()
 
 
-def effective_region(configured_region: str | None) -> str:
-    """The region the data is read from: the configured one, else ``sandbox`` (explicit base URLs)."""
-    return canonical_region(configured_region) if configured_region and configured_region.strip() else SANDBOX_REGION
+def effective_region(configured_region: str | None, api_base_url: str) -> str:
+    """The region the data is read from: the API host's, else the configured one, else ``sandbox`` on loopback.
+
+    The resource has already refused a configured region that contradicts its host (``resolve_hosts``).
+    """
+    host_region = region_of_host(api_base_url)
+    if host_region:
+        return host_region
+    if configured_region and configured_region.strip():
+        return canonical_region(configured_region)
+    if _is_loopback(urlsplit(api_base_url).hostname or ""):
+        return SANDBOX_REGION
+    raise ArchivePolicyError(
+        f"Data residency: the Genesys Cloud API host {urlsplit(api_base_url).hostname!r} is not a region's own "
+        "host and no GENESYS_REGION is set, so the region the data lives in is unknown. Nothing was extracted. "
+        "Set GENESYS_REGION to the region behind that host."
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_allowed_regions(value: str | None) -> list[str]:

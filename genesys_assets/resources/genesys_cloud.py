@@ -54,8 +54,10 @@ from genesys_assets.resources.genesys_cloud_errors import (
 from genesys_assets.resources.genesys_cloud_regions import (
     REGION_DOMAINS,
     GenesysHosts,
+    RegionConflictError,
     UnknownRegionError,
     region_hosts,
+    region_of_host,
     resolve_hosts,
 )
 
@@ -82,10 +84,12 @@ __all__ = [
     "GenesysRetriesExhausted",
     "PaginationCapExceeded",
     "RateLimiter",
+    "RegionConflictError",
     "UnknownRegionError",
     "parse_retry_after",
     "path_template",
     "region_hosts",
+    "region_of_host",
     "resolve_hosts",
     "scan_page_envelope",
 ]
@@ -106,16 +110,17 @@ class GenesysCloudResource(dg.ConfigurableResource):
 
     region: str | None = Field(
         default=None,
-        description="Genesys Cloud region, e.g. us_east_1, eu_west_1, ap_southeast_2 (17 regions). "
-        "Ignored for hosts given explicitly below.",
+        description="Genesys Cloud region, e.g. us_east_1, eu_west_1, ap_southeast_2 (17 regions). With hosts "
+        "given explicitly below it must match theirs when they are a region's own, and otherwise names the region "
+        "behind them (a proxy) for the residency check.",
     )
     api_base_url: str | None = Field(
-        default=None, description="Explicit API base URL (e.g. the sandbox emulator); overrides the region."
+        default=None, description="Explicit API base URL (e.g. the sandbox emulator); overrides the region's."
     )
     login_base_url: str | None = Field(
         default=None,
-        description="Explicit OAuth base URL. Defaults to the region's login host, or to the API origin "
-        "when api_base_url is set (the emulator serves /oauth/token there).",
+        description="Explicit OAuth base URL. Defaults to the region's login host (also when api_base_url is a "
+        "region's API host), else to the API origin (the emulator serves /oauth/token there).",
     )
     client_id: str = Field(description="OAuth client id (Client Credentials grant). Use dg.EnvVar.")
     client_secret: str = Field(description="OAuth client secret. Use dg.EnvVar.")
@@ -151,19 +156,19 @@ class GenesysCloudResource(dg.ConfigurableResource):
             yield name, ("**********" if name in _SECRET_FIELDS and value else value)
 
     def hosts(self) -> GenesysHosts:
-        """API and login base URLs this resource talks to."""
-        return resolve_hosts(
-            _resolved(self.region) or None,
-            _resolved(self.api_base_url) or None,
-            _resolved(self.login_base_url) or None,
-        )
+        """API and login base URLs this resource talks to; a config error names what is inconsistent."""
+        try:
+            return resolve_hosts(
+                _resolved(self.region) or None,
+                _resolved(self.api_base_url) or None,
+                _resolved(self.login_base_url) or None,
+            )
+        except (UnknownRegionError, RegionConflictError) as exc:
+            raise GenesysConfigError(str(exc)) from None
 
     def client_settings(self) -> ClientSettings:
         """The client's settings (everything but the credentials)."""
-        try:
-            hosts = self.hosts()
-        except UnknownRegionError as exc:
-            raise GenesysConfigError(str(exc)) from None
+        hosts = self.hosts()
         return ClientSettings(
             api_base_url=hosts.api_base_url,
             login_base_url=hosts.login_base_url,

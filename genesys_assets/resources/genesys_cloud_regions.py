@@ -36,6 +36,10 @@ class UnknownRegionError(ValueError):
     """A region name that is not one of Genesys Cloud's regions (the message lists the valid ones)."""
 
 
+class RegionConflictError(ValueError):
+    """The configured region and the explicit base URL name two different Genesys Cloud regions."""
+
+
 @dataclass(frozen=True)
 class GenesysHosts:
     """Where to send API calls and where to get tokens."""
@@ -64,6 +68,15 @@ def region_hosts(region: str) -> GenesysHosts:
     return GenesysHosts(api_base_url=f"https://api.{domain}", login_base_url=f"https://login.{domain}")
 
 
+def region_of_host(url: str) -> str | None:
+    """The region whose API or login host ``url`` is on; None for any other host (the emulator, a proxy)."""
+    host = (urlsplit(url).hostname or "").lower()
+    for region, domain in REGION_DOMAINS.items():
+        if host in (f"api.{domain}", f"login.{domain}"):
+            return region
+    return None
+
+
 def origin(url: str) -> str:
     """``scheme://host[:port]`` of a URL (the emulator serves /oauth/token on the API origin)."""
     parts = urlsplit(url)
@@ -75,27 +88,46 @@ def origin(url: str) -> str:
 def resolve_hosts(
     region: str | None, api_base_url: str | None = None, login_base_url: str | None = None
 ) -> GenesysHosts:
-    """Explicit base URLs win; otherwise the region's hosts; the login host defaults to the API origin.
+    """Explicit base URLs win; otherwise the region's hosts.
 
-    The last rule is what lets the same client talk to the sandbox emulator, which answers /oauth/token on
-    the same origin as /api/v2.
+    Without an explicit login URL, a region's API host logs in at that region's login host, and any other API
+    host at its own origin: the sandbox emulator answers /oauth/token on the same origin as /api/v2.
     """
-    by_region = region_hosts(region) if region else None
     if api_base_url:
         api = api_base_url.rstrip("/")
         origin(api)  # validates
-    elif by_region:
-        api = by_region.api_base_url
-    else:
+        if login_base_url:
+            login = login_base_url.rstrip("/")
+            origin(login)
+        else:
+            host_region = region_of_host(api)
+            login = region_hosts(host_region).login_base_url if host_region else origin(api)
+        _check_same_region(region, api, login)
+        return GenesysHosts(api_base_url=api, login_base_url=login)
+    if not region:
         valid = ", ".join(sorted(REGION_DOMAINS))
         raise UnknownRegionError(
             f"Set either a Genesys Cloud region (GENESYS_REGION; one of {valid}) or an explicit api_base_url."
         )
+    by_region = region_hosts(region)
+    login = by_region.login_base_url
     if login_base_url:
         login = login_base_url.rstrip("/")
         origin(login)
-    elif by_region and not api_base_url:
-        login = by_region.login_base_url
-    else:
-        login = origin(api)
-    return GenesysHosts(api_base_url=api, login_base_url=login)
+        _check_same_region(region, by_region.api_base_url, login)
+    return GenesysHosts(api_base_url=by_region.api_base_url, login_base_url=login)
+
+
+def _check_same_region(region: str | None, *urls: str) -> None:
+    """Refuse hosts of two regions, or a region named beside another region's host: residency depends on it.
+
+    A region named beside a host that is no region's (the emulator, a proxy) is kept as that host's label.
+    """
+    named = {url: found for url in urls if (found := region_of_host(url))}
+    wanted = {normalise_region(region)} if region and named else set()
+    if len(set(named.values()) | wanted) > 1:
+        hosts = ", ".join(f"{url} is {found}" for url, found in named.items())
+        raise RegionConflictError(
+            f"The Genesys Cloud settings name different regions: GENESYS_REGION={region!r}; {hosts}. "
+            "Set GENESYS_REGION to the region of the hosts, or leave the base URLs unset to use the region's own."
+        )

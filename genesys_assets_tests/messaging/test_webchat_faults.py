@@ -48,6 +48,19 @@ def test_residency_refusal_happens_before_any_request(emu: GenesysEmulator, tmp_
     assert len(emu.webhook_deliveries()) == deliveries
 
 
+def test_a_region_host_without_a_region_named_is_held_to_residency(emu: GenesysEmulator, tmp_path: Path) -> None:
+    # Before, no GENESYS_REGION meant "sandbox", which ALLOWED_REGIONS allows by default, whatever the host.
+    resources = make_resources(emu, tmp_path, api_base_url="https://api.mypurecloud.ie")
+    result = archive(resources, tmp_path, with_checks=False, raise_on_error=False)
+    assert "Data residency" in _failure(result) and "'eu_west_1'" in _failure(result)
+    assert _failure_metadata(result) == {"region": "eu_west_1", "allowed_regions": "sandbox"}
+    resources = make_resources(emu, tmp_path, api_base_url="https://genesys-proxy.corp.example")
+    result = archive(resources, tmp_path, with_checks=False, raise_on_error=False)
+    assert "Set GENESYS_REGION to the region behind that host" in _failure(result)
+    assert _failure_metadata(result) == {"region": "unknown", "allowed_regions": "sandbox"}
+    assert emu.request_log() == [] and part_bytes(tmp_path) == {}
+
+
 def test_quota_refusal_happens_before_any_data_request(
     emu: GenesysEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

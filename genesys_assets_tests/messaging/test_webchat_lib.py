@@ -167,8 +167,13 @@ def test_iter_gzip_lines_rejects_truncated_and_corrupt_files() -> None:
 
 
 def test_residency_rules() -> None:
-    assert effective_region(None) == "sandbox"
-    assert effective_region("eu-west-1") == effective_region("mypurecloud.ie") == "eu_west_1"
+    emulator = "http://127.0.0.1:8123"
+    assert effective_region(None, emulator) == effective_region("", "http://localhost:1") == "sandbox"
+    assert effective_region("eu-west-1", emulator) == effective_region("mypurecloud.ie", emulator) == "eu_west_1"
+    assert effective_region(None, "https://api.mypurecloud.ie") == "eu_west_1"  # the host says where the data is
+    assert effective_region("eu_central_1", "https://genesys-proxy.corp.example") == "eu_central_1"
+    with pytest.raises(ArchivePolicyError, match=r"'genesys-proxy\.corp\.example'.*Set GENESYS_REGION"):
+        effective_region(None, "https://genesys-proxy.corp.example")
     assert parse_allowed_regions(None) == ["sandbox"]
     assert parse_allowed_regions("eu-west-1, us_east_1 ,sandbox") == ["eu_west_1", "sandbox", "us_east_1"]
     check_residency("eu_west_1", ["eu_west_1"])

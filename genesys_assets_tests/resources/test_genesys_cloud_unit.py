@@ -16,9 +16,11 @@ from genesys_assets.resources.genesys_cloud import (
     GenesysConfigError,
     PaginationCapExceeded,
     RateLimiter,
+    RegionConflictError,
     parse_retry_after,
     path_template,
     region_hosts,
+    region_of_host,
     resolve_hosts,
     scan_page_envelope,
 )
@@ -82,6 +84,35 @@ def test_explicit_base_url_login_defaults_to_api_origin() -> None:
     assert hosts.login_base_url == "http://127.0.0.1:2"
     with pytest.raises(ValueError, match="region"):
         resolve_hosts(None, None, None)
+
+
+def test_explicit_base_url_takes_any_region_name_as_its_label() -> None:
+    # A region Genesys opened after this list, or the emulator named for a residency test: the host decides.
+    resource = GenesysCloudResource(region="mars_north_1", api_base_url="http://127.0.0.1:8123",
+                                    client_id="id", client_secret="secret")
+    hosts = resource.client_settings()
+    assert (hosts.api_base_url, hosts.login_base_url) == ("http://127.0.0.1:8123", "http://127.0.0.1:8123")
+
+
+def test_a_region_host_logs_in_at_its_region_login_host() -> None:
+    hosts = resolve_hosts(None, "https://api.mypurecloud.ie/")
+    assert hosts.login_base_url == "https://login.mypurecloud.ie"
+    assert resolve_hosts("eu-west-1", "https://api.mypurecloud.ie") == hosts
+    assert region_of_host("https://login.usw2.pure.cloud/oauth") == "us_west_2"
+    assert region_of_host("http://127.0.0.1:8123") is None
+    assert region_of_host("https://api.mypurecloud.ie.evil.example") is None
+
+
+def test_hosts_of_another_region_than_the_one_named_are_a_config_error() -> None:
+    resource = GenesysCloudResource(region="eu_west_1", api_base_url="https://api.mypurecloud.com",
+                                    client_id="id", client_secret="secret")
+    with pytest.raises(GenesysConfigError) as info:
+        resource.get_client()
+    assert "'eu_west_1'" in str(info.value) and "https://api.mypurecloud.com is us_east_1" in str(info.value)
+    with pytest.raises(RegionConflictError, match=r"login\.mypurecloud\.de is eu_central_1"):
+        resolve_hosts(None, "https://api.mypurecloud.ie", "https://login.mypurecloud.de")
+    with pytest.raises(RegionConflictError, match=r"login\.mypurecloud\.de is eu_central_1"):
+        resolve_hosts("eu_west_1", None, "https://login.mypurecloud.de")
 
 
 def test_missing_credentials_are_a_config_error() -> None:

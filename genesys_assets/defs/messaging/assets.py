@@ -128,11 +128,12 @@ def webchat_archive(
 ) -> dg.MaterializeResult:
     day = date.fromisoformat(context.partition_key)
     started = time.monotonic()
-    region = effective_region(genesys.region)
     allowed = parse_allowed_regions(config.allowed_regions or os.environ.get("ALLOWED_REGIONS"))
     quota_mb = config.archive_quota_mb or settings.env_number("ARCHIVE_QUOTA_MB", DEFAULT_QUOTA_MB, low=0)
-    try:
-        check_residency(region, allowed)  # no request has been sent yet
+    region = "unknown"
+    try:  # no request has been sent yet
+        region = effective_region(genesys.region, genesys.hosts().api_base_url)
+        check_residency(region, allowed)
     except ArchivePolicyError as exc:
         raise _refuse(exc, region=region, allowed_regions=", ".join(allowed)) from None
 
