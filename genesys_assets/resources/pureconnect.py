@@ -125,9 +125,10 @@ class PureConnectError(RuntimeError):
 # ``scheme://user:password@host/...``: the password runs to the last "@" that a "/" still follows (the host and
 # database), so a password with an unencoded "/", "?" or "#" cannot hide from redaction behind ``urlsplit``, which
 # ends the host at the first "/". A URI with no path after the "@" (``sa:pw@host``) falls back to the last "@",
-# unless what follows ``host:`` is a port and a path (``db:1433/I3_IC?user=a@b`` has no password there).
-_USERINFO_HOSTED = re.compile(r"^([A-Za-z][\w+.-]*://[^:/@?#]*:)(.*)@(?=.*/)")
-_USERINFO_ANY = re.compile(r"^([A-Za-z][\w+.-]*://[^:/@?#]*:)(.*)@")
+# unless what follows ``host:`` is a port and a path (``db:1433/I3_IC?user=a@b`` has no password there). The user
+# name may hold an "@" itself (Azure SQL's ``admin@myserver`` logins).
+_USERINFO_HOSTED = re.compile(r"^([A-Za-z][\w+.-]*://[^:/?#]*:)(.*)@(?=.*/)")
+_USERINFO_ANY = re.compile(r"^([A-Za-z][\w+.-]*://[^:/?#]*:)(.*)@")
 _PORT_AND_PATH = re.compile(r"\d+[/?#]")
 _QUERY_PASSWORD = re.compile(r"(?i)((?:password|pwd)=)([^&;]*)")
 _URI_FORMS = "mssql://user:password@host:1433/I3_IC, oracle://user:password@host:1521/SERVICE or sqlite:///path"

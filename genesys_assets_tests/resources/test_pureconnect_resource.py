@@ -439,3 +439,16 @@ def test_a_connection_timeout_says_what_to_check(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(pc, "read_arrow", timeout)
     with pytest.raises(PureConnectError, match=r"Timed out in bb8 \(no connection within .* check the host, the port"):
         PureConnectResource(uri="mssql://sa:pw@sql01.example.com:1433/I3_IC").ping()
+
+
+@pytest.mark.parametrize("password", ["S3cretPw", "p@ss/word", "pa:ss"])
+def test_a_user_name_with_an_at_sign_still_has_its_password_redacted(password: str) -> None:
+    # Azure SQL logins are user@server; the "@" in the user name once hid the password from redaction.
+    uri = f"mssql://admin@myserver:{password}@127.0.0.1:1/I3_IC"
+    r = PureConnectResource(uri=uri)
+    with pytest.raises(PureConnectError) as err:
+        r.ping()
+    for text in (repr(r), r.redacted_uri, str(err.value)):
+        assert password not in text
+    assert r.redacted_uri == "mssql://admin@myserver:***@127.0.0.1:1/I3_IC"
+    assert pc.redact_uri("mssql://admin@myserver@127.0.0.1:1/I3_IC") == "mssql://admin@myserver@127.0.0.1:1/I3_IC"
