@@ -52,6 +52,8 @@ MESSAGE_TYPE = "webmessaging"
 BULK_MAX_IDS = 1000
 #: Rejection code of an API answer whose shape is not what the archive contract reads.
 UNEXPECTED_TYPE = "unexpected_type"
+#: Rejection code of a conversation without the start time that decides its day.
+MISSING_START = "missing_conversation_start"
 
 
 class UnexpectedApiShape(ValueError):
@@ -67,7 +69,8 @@ class UnexpectedApiShape(ValueError):
 def _require(value: Any, kinds: type | tuple[type, ...], what: str, optional: bool = False) -> None:
     if (value is None and optional) or isinstance(value, kinds):
         return
-    raise UnexpectedApiShape(f"{what} is {type(value).__name__} ({str(value)[:80]!r}), expected "
+    # The type only, never the value: a message text or a participant name may hold a customer's phone number.
+    raise UnexpectedApiShape(f"{what} is {type(value).__name__}, expected "
                              f"{kinds.__name__ if isinstance(kinds, type) else '/'.join(k.__name__ for k in kinds)}")
 
 
@@ -131,10 +134,15 @@ def query_body(day: date) -> dict[str, Any]:
 
 
 def started_in_day(conversation: Mapping[str, Any], day: date) -> bool:
-    """A conversation belongs to the UTC day of its start (async jobs return midnight-crossers twice)."""
+    """A conversation belongs to the UTC day of its start (async jobs return midnight-crossers twice).
+
+    Without a readable start its day is unknown: the day is rejected rather than the conversation skipped."""
     _require(conversation, Mapping, "a details-job conversation")
     start = parse_genesys_datetime(conversation.get("conversationStart"))
-    return start is not None and start.date() == day
+    if start is None:
+        raise UnexpectedApiShape(f"conversation {conversation.get('conversationId')!r} has no ISO-8601 "
+                                 "conversationStart, so its day is unknown", reason=MISSING_START)
+    return start.date() == day
 
 
 def is_web_messaging(conversation: Mapping[str, Any]) -> bool:

@@ -422,6 +422,29 @@ def test_webchat_day_filter_rejects_a_non_object_conversation() -> None:
         wr.started_in_day("c-1", DAY)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("start", [None, "", "yesterday", 1730000000000])
+def test_webchat_day_filter_rejects_a_conversation_without_a_readable_start(start: Any) -> None:
+    # Skipped as a "neighbour", it would have been left out of the archive with only a count to show for it.
+    conversation = {**_CONVERSATION, "conversationStart": start}
+    with pytest.raises(wr.UnexpectedApiShape) as rejected:
+        wr.started_in_day(conversation, DAY)
+    assert rejected.value.reason == wr.MISSING_START
+    assert repr(_CONVERSATION["conversationId"]) in str(rejected.value)
+
+
+def test_webchat_rejections_name_the_type_never_the_value() -> None:
+    # A message text or a participant name can hold a customer's phone number; the error reaches the event log.
+    phone = "+13175550100"
+    for conversation, messages in (
+        (_CONVERSATION, [{**_MESSAGE, "normalizedMessage": {"text": [f"call me on {phone}"]}}]),
+        ({**_CONVERSATION, "participants": [phone]}, []),
+        ({**_CONVERSATION, "participants": {"name": phone}}, []),
+    ):
+        with pytest.raises(wr.UnexpectedApiShape) as rejected:
+            wr.build_record(conversation, messages)
+        assert phone not in str(rejected.value) and "13175550100" not in str(rejected.value)
+
+
 def test_analytics_page_with_unexpected_types_falls_back() -> None:
     good = {"conversationId": "c-1", "conversationStart": "2026-11-03T10:00:00.000Z",
             "participants": [{"participantId": "p-1", "purpose": "agent", "sessions": []}]}
