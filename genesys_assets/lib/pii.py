@@ -23,6 +23,13 @@ PHONE_IN_TEXT = r"\+?\d(?:[\s().\-]{0,2}\d){8,}"
 PHONE_REDACTED = "[phone]"
 # Marks a value hashed upstream (the raw landing zone, see ``lib/raw_redaction.py``): it is kept, not re-hashed.
 HASHED_PREFIX = "hmac:"
+# Only the prefix and a whole hash: a source value that merely starts with "hmac:" is hashed like any other.
+_HASHED_VALUE = re.compile(r"hmac:[0-9a-f]{32}")
+
+
+def is_hashed(value: str) -> bool:
+    """True for a value this module hashed upstream (``hmac:`` + 32 hex digits)."""
+    return _HASHED_VALUE.fullmatch(value) is not None
 
 
 _ADDR_PREFIX = r"^(?:tel:|sips?:)"
@@ -69,7 +76,7 @@ class AddressHasher:
         return self._hmac(normalize_address(value))
 
     def _hmac(self, normalized: str) -> str:
-        if normalized.startswith(HASHED_PREFIX):
+        if is_hashed(normalized):
             return normalized[len(HASHED_PREFIX):]
         inner = self._inner.copy()
         inner.update(normalized.encode())

@@ -33,6 +33,7 @@ from genesys_assets.lib.pii import (
     PHONE_REDACTED,
     PHONE_VALUE,
     AddressHasher,
+    is_hashed,
 )
 
 ADDRESS_KEYS = frozenset({"ani", "dnis", "sessionDnis", "addressFrom", "addressTo", "addressOther", "addressSelf",
@@ -230,7 +231,7 @@ class _PageRedactor:
         return out
 
     def _address(self, value: str) -> str:
-        return value if value.startswith(HASHED_PREFIX) else self._hash(value)
+        return value if is_hashed(value) else self._hash(value)
 
     def _attribute(self, value: str) -> str:
         return self._hash(value) if PHONE_ATTRIBUTE_RE.match(value) else value

@@ -15,11 +15,12 @@ from datetime import date
 from typing import Any
 
 import orjson
+import polars as pl
 import pytest
 from PureCloudPlatformClientV2 import models as sdk
 
 from genesys_assets.lib import pii, raw_redaction
-from genesys_assets.lib.pii import HASHED_PREFIX, AddressHasher
+from genesys_assets.lib.pii import HASHED_PREFIX, AddressHasher, is_hashed
 from genesys_assets.lib.raw_redaction import redact_page
 from genesys_assets.sandbox.conversations import ConversationStore
 
@@ -55,7 +56,7 @@ _REF_PHONE_IN_TEXT_RE = re.compile(pii.PHONE_IN_TEXT)
 
 
 def _ref_hashed(value: Any, hasher: AddressHasher) -> Any:
-    if not isinstance(value, str) or not value or value.startswith(HASHED_PREFIX):
+    if not isinstance(value, str) or not value or is_hashed(value):
         return value
     return HASHED_PREFIX + hasher.hash(value)
 
@@ -260,11 +261,24 @@ def test_text_keys_lose_phone_runs_anywhere_and_non_strings_are_walked() -> None
 def test_address_values_that_are_not_strings_stay_as_they_are() -> None:
     page = orjson.loads(orjson.dumps(PAGE))
     session = session_of(page)
+    hashed = HASHED_PREFIX + AddressHasher(KEY).hash("+13175550100")
     session.update(ani=None, dnis=18005550100, addressFrom="", addressTo=True, addressOther={"x": 1},
-                   addressSelf=["tel:+1"], sessionDnis="hmac:0123")
+                   addressSelf=["tel:+1"], sessionDnis=hashed)
     out = session_of(orjson.loads(assert_same_as_reference(page)))
     assert (out["ani"], out["dnis"], out["addressFrom"], out["addressTo"], out["sessionDnis"]) == (
-        None, 18005550100, "", True, "hmac:0123")
+        None, 18005550100, "", True, hashed)
+
+
+@pytest.mark.parametrize("value", ["hmac:+13175550102", "hmac:0123", "HMAC:" + "a" * 32, "hmac:" + "a" * 33])
+def test_a_source_value_that_only_looks_hashed_is_hashed(value: str) -> None:
+    # Trusting any "hmac:" prefix landed the number behind it in clear, and the lake's *_hash column held it.
+    page = orjson.loads(orjson.dumps(PAGE))
+    session_of(page)["ani"] = value
+    out = session_of(orjson.loads(assert_same_as_reference(page)))
+    hasher = AddressHasher(KEY)
+    assert out["ani"] == HASHED_PREFIX + hasher.hash(value) and "13175550102" not in out["ani"]
+    assert hasher.hash(out["ani"]) == hasher.hash(value)  # the lake's hash of the landed value: the same key
+    assert "13175550102" not in hasher.hash_series(pl.Series([value])).item()  # the lake and legacy paths
 
 
 def test_unknown_nesting_anywhere_is_still_redacted_through_the_generic_walk() -> None:
