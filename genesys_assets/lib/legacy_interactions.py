@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
-from genesys_assets.lib.pii import AddressHasher
+from genesys_assets.lib.pii import PHONE_ATTRIBUTE, AddressHasher
 
 SCHEMA_VERSION = 1
 UTC_US = pl.Datetime("us", "UTC")
@@ -311,10 +311,14 @@ def _wrapups(wrapups: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _custom_attributes(custom: pl.DataFrame) -> pl.DataFrame:
+def _custom_attributes(custom: pl.DataFrame, hasher: AddressHasher) -> pl.DataFrame:
+    """CustomNum/CustomString1..6 as one JSON object; a string that is a phone number is hashed, as Genesys Cloud's
+    participant attributes are (the same rule: ``tel:``, ``sip:`` or ``+`` and digits)."""
     value_columns = [c for c in custom.columns if c not in _KEY]
-    return custom.unique(subset=list(_KEY), keep="first").select(
-        *_KEY, pl.struct(value_columns).struct.json_encode().alias("custom_attributes"))
+    custom = custom.unique(subset=list(_KEY), keep="first")
+    custom = custom.with_columns(hasher.hash_if_phone(custom[c], PHONE_ATTRIBUTE)
+                                 for c in value_columns if custom.schema[c] == pl.String)
+    return custom.select(*_KEY, pl.struct(value_columns).struct.json_encode().alias("custom_attributes"))
 
 
 def link_recordings(recordings: pl.DataFrame, accepted: pl.DataFrame) -> pl.DataFrame:
@@ -412,8 +416,8 @@ def normalise_day(legacy: object, day: date, site_timezone: str | None, hasher: 
     keys = accepted.select(_KEY)
     found = (keys.join(_wrapups(legacy.wrapups), on=list(_KEY), how="left",  # type: ignore[attr-defined]
                        maintain_order="left")
-             .join(_custom_attributes(legacy.custom_attributes), on=list(_KEY), how="left",  # type: ignore[attr-defined]
-                   maintain_order="left"))
+             .join(_custom_attributes(legacy.custom_attributes, hasher),  # type: ignore[attr-defined]
+                   on=list(_KEY), how="left", maintain_order="left"))
     accepted = accepted.hstack(found.drop(_KEY))
     # Recordings are a few per cent of interactions: their spans' UTC times are derived for those rows only.
     recorded = accepted.join(legacy.recordings.select(pl.col("QueueObjectIdKey").alias("InteractionIDKey")),  # type: ignore[attr-defined]
