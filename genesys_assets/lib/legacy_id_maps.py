@@ -68,20 +68,28 @@ def with_deleted_codes(directory: pl.DataFrame, dimension: pl.DataFrame | None) 
 
 
 def validate_map(kind: str, csv: pl.DataFrame, directory: pl.DataFrame) -> pl.DataFrame:
-    """Each CSV row with its status: ``valid`` or ``invalid`` and the problem."""
+    """Each CSV row with its status: ``valid`` or ``invalid`` and the problem.
+
+    At most one row per legacy id is valid: the interactions are joined to the valid rows, so two (the same
+    mapping written twice with another name, or a directory listing an id twice) would double them.
+    """
     dup_conflict = pl.col("cloud_id").n_unique().over("legacy_id") > 1
+    repeat = pl.int_range(pl.len()).over("legacy_id", "cloud_id") > 0
+    listed_once = directory.unique(subset="id", keep="first", maintain_order=True)
     joined = csv.unique(keep="first", maintain_order=True).join(
-        directory.rename({"id": "cloud_id", "name": "directory_name", "state": "directory_state"}),
-        on="cloud_id", how="left",
+        listed_once.rename({"id": "cloud_id", "name": "directory_name", "state": "directory_state"}),
+        on="cloud_id", how="left", maintain_order="left",
     )
     problem = (pl.when(pl.col("legacy_id").is_null() | (pl.col("legacy_id") == "")).then(pl.lit("empty legacy id"))
                .when(~pl.col("cloud_id").fill_null("").str.contains(_UUID)).then(pl.lit("cloud id is not a UUID"))
                .when(dup_conflict).then(pl.lit("legacy id mapped to several cloud ids"))
+               .when(repeat).then(pl.lit("repeats an earlier row's legacy id and cloud id (that row is used)"))
                .when(pl.col("directory_name").is_null()).then(pl.lit("cloud id not found in the directory"))
                .otherwise(pl.lit(None, dtype=pl.String)))
     return joined.with_columns(pl.lit(kind).alias("kind"), problem.alias("problem")).with_columns(
         pl.when(pl.col("problem").is_null()).then(pl.lit("valid")).otherwise(pl.lit("invalid")).alias("status"),
-    ).select(list(MAP_SCHEMA)).cast(MAP_SCHEMA).sort(["legacy_id", "cloud_id"])  # type: ignore[arg-type]
+    ).select(list(MAP_SCHEMA)).cast(MAP_SCHEMA).sort(  # type: ignore[arg-type]
+        ["legacy_id", "cloud_id"], maintain_order=True)
 
 
 def resolve_target(directory: pl.DataFrame, wanted: str, what: str, env: str) -> tuple[str, str]:

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from genesys_assets.defs.legacy.sensors import pureconnect_watermark_sensor
+from genesys_assets.lib import legacy_cloud as lc
 from genesys_assets.lib import legacy_id_maps as idm
 from genesys_assets.lib import legacy_interactions as li
 from genesys_assets.lib.pii import AddressHasher
@@ -122,6 +123,24 @@ def test_custom_attribute_strings_that_are_phone_numbers_are_hashed() -> None:
     assert "555" not in record["custom_attributes"]
 
 
+def test_a_mapping_written_twice_or_listed_twice_maps_each_interaction_once() -> None:
+    # Both rows were valid, and the join to the interactions doubled each one (two payloads, two ledger rows).
+    user = "11111111-1111-4111-8111-111111111111"
+    csv = pl.DataFrame({"legacy_id": ["a", "a", "b"], "cloud_id": [user, user, user],
+                        "csv_name": ["John Doe", "John Doe ", "Jane"]})
+    directory = idm.directory_frame([{"id": user, "name": "John Doe", "state": "active"}] * 2)
+    checked = idm.validate_map(idm.AGENTS, csv, directory)
+    assert checked.select("legacy_id", "status").rows() == [("a", "valid"), ("a", "invalid"), ("b", "valid")]
+    assert checked["problem"][1].startswith("repeats an earlier row") and checked["csv_name"][0] == "John Doe"
+    maps = idm.IdMaps(pl.concat([checked, idm.validate_map(idm.QUEUES, csv.clear(), directory),
+                                 idm.validate_map(idm.WRAPUPS, csv.clear(), directory)]),
+                      user, "John Doe", user, "Queue")
+    rows = [_row(f"K-{i}", "2026-11-03 10:00:00", "2026-11-03 10:05:00", LastLocalUserId="a") for i in range(3)]
+    canonical = li.normalise_day(_day(rows), DAY, "America/New_York", AddressHasher("k" * 32)).interactions
+    resolved = lc.resolve_mappings(canonical, maps, "default_queue")
+    assert resolved.height == 3 and resolved["agent_mapping"].to_list() == ["mapped"] * 3
+
+
 def test_edge_rows_are_quarantined_with_their_reason() -> None:
     rows = [
         _row("K-ok", "2026-11-03 10:00:00", "2026-11-03 10:05:00"),
@@ -179,6 +198,7 @@ def test_mapping_rows_are_validated_against_the_directory(tmp_path: Path) -> Non
     assert status[("stale", gone)][1] == "cloud id not found in the directory"
     assert status[("bad", "not-a-uuid")][1] == "cloud id is not a UUID"
     assert status[("twice", good)][1] == "legacy id mapped to several cloud ids"
+    assert checked.height == 5
     with pytest.raises(idm.MappingError, match="GENESYS_FALLBACK_USER"):
         idm.resolve_target(directory, "Historical Migration - Unknown Agent", "fallback user",
                            "GENESYS_FALLBACK_USER")
