@@ -119,18 +119,42 @@ def _recording_struct() -> pl.Expr:
     return pl.when(staged).then(recording)
 
 
-def build_payloads(resolved: pl.DataFrame, manifest: pl.DataFrame | None) -> pl.DataFrame:
-    """One JSON payload per record (column ``payload``), ordered by (startTime, id)."""
+def _segments(resolved: pl.DataFrame, manifest: pl.DataFrame | None) -> pl.DataFrame:
+    """Each interaction's segments: one per recording in the manifest (the canonical record's own recording first,
+    keeping the segment id it always had), or one without a recording; with the staged recordings' keys and the
+    quarantined ones' reasons. Every recording linked to the interaction is in its payload, not only the first."""
     rec = (manifest if manifest is not None else pl.DataFrame(schema={
-        "recording_id": pl.String, "status": pl.String, "reason": pl.String, "bucket": pl.String, "key": pl.String,
-        "content_type": pl.String, "sha256": pl.String, "duration_ms": pl.Int64, "tags": pl.String}))
+        "recording_id": pl.String, "interaction_id": pl.String, "status": pl.String, "reason": pl.String,
+        "bucket": pl.String, "key": pl.String, "content_type": pl.String, "sha256": pl.String,
+        "duration_ms": pl.Int64, "tags": pl.String}))
     rec = rec.select(
-        "recording_id", pl.col("status").alias("rec_status"), pl.col("reason").alias("rec_reason"),
+        pl.col("interaction_id").alias("id"), pl.col("recording_id").alias("_rec_id"),
+        pl.col("status").alias("rec_status"), pl.col("reason").alias("rec_reason"),
         pl.col("bucket").alias("rec_bucket"), pl.col("key").alias("rec_key"),
         pl.col("content_type").alias("rec_content_type"), pl.col("sha256").alias("rec_sha256"),
         pl.col("duration_ms").alias("rec_duration_ms"), pl.col("tags").alias("rec_tags"),
     )
-    frame = resolved.join(rec, on="recording_id", how="left")
+    frame = (resolved.select("id", "recording_id", "contact_type", "start_time_iso", "end_time_iso")
+             .join(rec, on="id", how="left")
+             .sort(["id", pl.col("_rec_id") != pl.col("recording_id"), "_rec_id"], nulls_last=False))
+    rank = frame.select(pl.int_range(pl.len()).over("id")).to_series()
+    segment_ids = [str(uuid.uuid5(SEGMENT_NAMESPACE, i if n == 0 else f"{i}:{r}"))
+                   for i, r, n in zip(frame["id"], frame["_rec_id"], rank, strict=True)]
+    staged = pl.col("rec_status") == "staged"
+    return (frame.with_columns(pl.Series("_segment_id", segment_ids, dtype=pl.String),
+                               pl.col("_rec_id").alias("recording_id"))
+            .group_by("id", maintain_order=True).agg(
+                pl.struct(pl.col("_segment_id").alias("id"), pl.col("contact_type").alias("type"),
+                          pl.col("start_time_iso").alias("start"), pl.col("end_time_iso").alias("end"),
+                          _recording_struct().alias("recording")).alias("_segments"),
+                pl.col("rec_key").filter(staged).str.join(",").alias("rec_key"),
+                pl.col("rec_reason").drop_nulls().str.join("; ").alias("rec_reason"))
+            .with_columns(pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) for c in ("rec_key", "rec_reason")))
+
+
+def build_payloads(resolved: pl.DataFrame, manifest: pl.DataFrame | None) -> pl.DataFrame:
+    """One JSON payload per record (column ``payload``), ordered by (startTime, id)."""
+    frame = resolved.join(_segments(resolved, manifest), on="id", how="left", maintain_order="left")
     wrapup = pl.when(pl.col("wrapup_code_id").is_not_null()).then(
         pl.struct(pl.col("wrapup_code_id").alias("id"), pl.col("wrapup_code_name").alias("name")))
     agent = pl.when(pl.col("agent_user_id").is_not_null()).then(pl.struct(
@@ -157,9 +181,6 @@ def build_payloads(resolved: pl.DataFrame, manifest: pl.DataFrame | None) -> pl.
         pl.col("customer_hash").alias("x_customer_hash"),
         pl.col("rec_reason").alias("x_recording_quarantine_reason"),
     )
-    frame = frame.with_columns(
-        pl.Series("_segment_id", [str(uuid.uuid5(SEGMENT_NAMESPACE, i)) for i in frame["id"].to_list()],
-                  dtype=pl.String))
     payload = pl.struct(
         "id", "direction", pl.col("start_time_iso").alias("startTime"), pl.col("end_time_iso").alias("endTime"),
         pl.col("duration_seconds").alias("duration"), pl.col("contact_type").alias("contactType"),
@@ -167,10 +188,7 @@ def build_payloads(resolved: pl.DataFrame, manifest: pl.DataFrame | None) -> pl.
         queue.alias("queue"), pl.col("agent_user_id").alias("agentId"),
         pl.concat_list(agent, customer).list.drop_nulls().alias("participants"),
         pl.struct(queue.alias("queue"), pl.col("skill").alias("skill")).alias("routing"),
-        pl.concat_list(pl.struct(
-            pl.col("_segment_id").alias("id"), pl.col("contact_type").alias("type"),
-            pl.col("start_time_iso").alias("start"), pl.col("end_time_iso").alias("end"),
-            _recording_struct().alias("recording"))).alias("segments"),
+        pl.col("_segments").alias("segments"),
         attributes.alias("customAttributes"),
         pl.col("retention_tags").alias("retentionTags"),
     ).struct.json_encode()

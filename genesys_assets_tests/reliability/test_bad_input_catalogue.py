@@ -8,6 +8,7 @@ for the README (``test_catalogue_is_complete`` keeps it honest: every test it na
 
 from __future__ import annotations
 
+import uuid
 import wave
 from collections.abc import Iterator
 from datetime import date, datetime
@@ -284,6 +285,39 @@ def test_ids_with_special_characters_are_accepted_by_the_target(target: Migratio
     attributes = stored["customAttributes"]
     assert attributes["x_legacy_id"] == f"1:{key}:0"
     assert (attributes["x_legacy_agent_id"], attributes["x_legacy_queue_id"]) == ("ag'ent#2", "q\"ueue#9")
+
+
+def test_every_recording_of_an_interaction_reaches_its_payload_and_the_ledger(target: MigrationTarget) -> None:
+    # A recorded transfer has two IR_RecordingMedia rows; only the first was linked in the payload, so the
+    # second was staged to S3 and referenced by nothing (seed 000's orphaned-recording trap).
+    canonical = li.normalise_day(_day([_row("K-two"), _row("K-none")]), DAY, TZ, HASHER).interactions
+    two = canonical.filter(pl.col("legacy_interaction_id_key") == "K-two")["id"].item()
+    canonical = canonical.with_columns(pl.when(pl.col("id") == two).then(pl.lit("R-a")).alias("recording_id"))
+
+    def recording(rid: str, status: str, reason: str | None = None) -> dict[str, Any]:
+        return {"day": DAY, "recording_id": rid, "interaction_id": two, "bucket": "b", "key": f"k/{rid}",
+                "content_type": "audio/wav", "sha256": rid * 4, "duration_ms": 1000, "tags": "t", "status": status,
+                "reason": reason}
+
+    manifest = pl.DataFrame([recording("R-b", rs.STAGED), recording("R-a", rs.STAGED),
+                             recording("R-c", rs.QUARANTINED, "unsupported_codec")], schema=rs.MANIFEST_SCHEMA)
+    payloads = lc.build_payloads(lc.resolve_mappings(canonical, _maps(), "default_queue"), manifest)
+    records = {r["legacy_interaction_id_key"]: r for r in payloads.to_dicts()}
+    segments = orjson.loads(records["K-two"]["payload"])["segments"]
+    assert [(s["recording"] or {}).get("id") for s in segments] == ["R-a", "R-b", None]
+    assert segments[0]["id"] == str(uuid.uuid5(lc.SEGMENT_NAMESPACE, two))  # the id a single recording always had
+    assert len({s["id"] for s in segments}) == 3
+    assert orjson.loads(records["K-two"]["payload"])["customAttributes"]["x_recording_quarantine_reason"] == (
+        "unsupported_codec")
+    (alone,) = orjson.loads(records["K-none"]["payload"])["segments"]
+    assert alone["recording"] is None and alone["id"] == str(uuid.uuid5(lc.SEGMENT_NAMESPACE, records["K-none"]["id"]))
+    outcome = lc.post_records(payloads["id"].to_list(), payloads["payload"].to_list(), _poster(target))
+    ledger = lc.ledger_frame(DAY, payloads, outcome)
+    assert ledger.height == 2
+    assert ledger.filter(pl.col("id") == two)["recording_key"].item() == "k/R-a,k/R-b"
+    stored = target.get(two)
+    assert stored is not None and [s["recording"]["url"] for s in stored["segments"][:2]] == ["s3://b/k/R-a",
+                                                                                            "s3://b/k/R-b"]
 
 
 def test_unmapped_agent_queue_wrapup() -> None:

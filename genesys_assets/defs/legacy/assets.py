@@ -357,8 +357,9 @@ def check_historical_import(client: object) -> None:
     automation_condition=FOLLOW_UPSTREAM_DAY,
     description=(
         "The ingested Cloud records: payloads built from the canonical records, id maps and recordings manifest "
-        "(mapped agent and wrap-up, hashed customer, routing queue, segment with the recording link and duration "
-        "in ms, x_legacy_id and raw timestamps as custom attributes, retention tags), posted to the migration "
+        "(mapped agent and wrap-up, hashed customer, routing queue, a segment per linked recording with its link "
+        "and duration in ms, x_legacy_id and raw timestamps as custom attributes, retention tags), posted to the "
+        "migration "
         "target in batches of 100 with an X-Request-ID derived from the batch contents. Ledger (legacy → Cloud id "
         f"and outcome): {paths.INGEST_LEDGER}; every batch: {paths.INGEST_BATCHES}; refused records: "
         f"{paths.QUARANTINE}/source=cloud."
