@@ -42,13 +42,15 @@ ADDRESS_KEYS = frozenset({"ani", "dnis", "sessionDnis", "addressFrom", "addressT
 ADDRESS_LIST_KEYS = frozenset({"callbackNumbers", "destinationAddresses", "cc", "bcc"})
 # Display names the API fills from the caller: hashed when they are just the number, as participantName is.
 NAME_KEYS = frozenset({"participantName", "remoteNameDisplayable", "callbackUserName"})
-FLOW_ADDRESS_KEYS = frozenset({"entryReason", "transferTargetAddress", "exitReason"})
+FLOW_ADDRESS_KEYS = frozenset({"entryReason", "transferTargetAddress"})
+# A flow's exit reason is a code (TRANSFER, DISCONNECT...): hashed only when it is a number, as names are.
+FLOW_NAME_KEYS = frozenset({"exitReason"})
 TEXT_KEYS = frozenset({"wrapUpNote", "subject"})
 _PHONE_IN_TEXT_RE = re.compile(PHONE_IN_TEXT)
 
 # Keys whose value the rule may rewrite; in a flow object the flow address keys too.
 _REWRITTEN = ADDRESS_KEYS | ADDRESS_LIST_KEYS | TEXT_KEYS | NAME_KEYS | {"attributes"}
-_FLOW_REWRITTEN = _REWRITTEN | FLOW_ADDRESS_KEYS
+_FLOW_REWRITTEN = _REWRITTEN | FLOW_ADDRESS_KEYS | FLOW_NAME_KEYS
 # Keys whose nested objects/lists are not walked into: addresses are hashed only when they are strings,
 # attributes one level deep.
 _NOT_WALKED = ADDRESS_KEYS | {"attributes"}
@@ -183,7 +185,7 @@ class _PageRedactor:
                 self._address_lists([v for v in values if type(v) is list])
             elif key == "attributes":
                 self._attributes([a for a in values if type(a) is dict])
-            elif key in NAME_KEYS:  # a customer's participant name is often just the number
+            elif key in NAME_KEYS or (flow and key in FLOW_NAME_KEYS):  # a participant name is often just the number
                 self._replace(holders, values, key, self._names, self._name)
             else:
                 self._replace(holders, values, key, self._texts, self._text)

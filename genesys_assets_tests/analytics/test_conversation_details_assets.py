@@ -65,6 +65,14 @@ def test_a_day_is_exactly_the_tenants_conversations_each_once(first_run, emulato
     assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items()}
 
 
+def test_flow_exit_reasons_are_the_codes_the_api_sent(first_run, emulator: GenesysEmulator, home: Path) -> None:
+    sent = {s["flow"]["exitReason"] for c in emulator.conversations_for_day(DAY) for p in c["participants"]
+            for s in p["sessions"] if s.get("flow", {}).get("exitReason")}
+    part = f"year={DAY:%Y}/month={DAY:%m}/day={DAY:%d}"
+    stored = set(pl.read_parquet(home / "lake/analytics/sessions" / part)["flow_exit_reason"].drop_nulls())
+    assert sent and stored == sent  # codes such as TRANSFER, not hashes
+
+
 def test_metadata_shows_rows_bytes_preview_schema_api_and_job(first_run) -> None:
     md = metadata(first_run, "conversation_details")
     for t in TABLES:

@@ -50,7 +50,7 @@ _REF_ADDRESS_KEYS = frozenset({"ani", "dnis", "sessionDnis", "addressFrom", "add
                                "videoAddressSelf"})
 _REF_ADDRESS_LIST_KEYS = frozenset({"callbackNumbers", "destinationAddresses", "cc", "bcc"})
 _REF_NAME_KEYS = frozenset({"participantName", "remoteNameDisplayable", "callbackUserName"})
-_REF_FLOW_ADDRESS_KEYS = frozenset({"entryReason", "transferTargetAddress", "exitReason"})
+_REF_FLOW_ADDRESS_KEYS = frozenset({"entryReason", "transferTargetAddress"})
 _REF_TEXT_KEYS = frozenset({"wrapUpNote", "subject"})
 _REF_PHONE_IN_TEXT_RE = re.compile(pii.PHONE_IN_TEXT)
 
@@ -77,7 +77,8 @@ def _ref_redact(node: Any, hasher: AddressHasher, key: str | None = None) -> Any
             elif k in _REF_ADDRESS_LIST_KEYS and isinstance(v, list):
                 out[k] = [_ref_hashed(item, hasher) if isinstance(item, str) else _ref_redact(item, hasher, k)
                           for item in v]
-            elif k in _REF_NAME_KEYS and isinstance(v, str) and pii.PHONE_VALUE.match(v):
+            elif ((k in _REF_NAME_KEYS or (key == "flow" and k == "exitReason")) and isinstance(v, str)
+                  and pii.PHONE_VALUE.match(v)):
                 out[k] = _ref_hashed(v, hasher)
             elif k in _REF_TEXT_KEYS and isinstance(v, str):
                 out[k] = _REF_PHONE_IN_TEXT_RE.sub(pii.PHONE_REDACTED, v)
@@ -212,6 +213,16 @@ def test_flow_keys_are_hashed_only_in_a_flow(key: str) -> None:
     assert session["flow"][key].startswith(HASHED_PREFIX)
     assert session["segments"][0][key] == "tel:+13175550188"
     assert session["flow"]["outcomes"][0][key] == "tel:+13175550166"
+
+
+def test_a_flow_exit_reason_is_kept_unless_it_is_a_number() -> None:
+    # Hashed as an address, every flow_exit_reason in the lake was an hmac instead of TRANSFER or DISCONNECT.
+    page = orjson.loads(orjson.dumps(PAGE))
+    session_of(page)["flow"]["exitReason"] = "TRANSFER"
+    assert session_of(orjson.loads(assert_same_as_reference(page, fast=True)))["flow"]["exitReason"] == "TRANSFER"
+    session_of(page)["flow"]["exitReason"] = "tel:+1 317 555 0177"
+    redacted = session_of(orjson.loads(assert_same_as_reference(page, fast=True)))["flow"]["exitReason"]
+    assert redacted == HASHED_PREFIX + AddressHasher(KEY).hash("+13175550177")
 
 
 def test_objects_in_a_list_under_flow_are_flows() -> None:
