@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from genesys_assets.lib.pii import AddressHasher
 from genesys_assets.lib.progress import Progress
 from genesys_assets.lib.webchat_parts import (
     COMPRESSION,
@@ -190,10 +191,12 @@ def _start(client: Any, day: date, work_dir: Path, settings: ArchiveSettings,
     return checkpoint, False, reason
 
 
-def archive_day(client: Any, day: date, work_dir: Path, settings: ArchiveSettings | None = None) -> ArchiveRun:
+def archive_day(client: Any, day: date, work_dir: Path, hasher: AddressHasher,
+                settings: ArchiveSettings | None = None) -> ArchiveRun:
     """Write (or finish writing) the day's parts in ``work_dir``; resumable at any point.
 
-    ``client`` is a :class:`GenesysCloudClient`. Returns once every page is written and the last part closed.
+    ``client`` is a :class:`GenesysCloudClient`; ``hasher`` hashes participant names that are phone numbers.
+    Returns once every page is written and the last part closed.
     """
     settings = settings or ArchiveSettings()
     started = time.monotonic()
@@ -227,7 +230,7 @@ def archive_day(client: Any, day: date, work_dir: Path, settings: ArchiveSetting
                 for conversation, messages in zip(
                     todo, pool.map(lambda c: fetch_messages(client, c["conversationId"]), todo), strict=True
                 ):
-                    lines.append(orjson.dumps(build_record(conversation, messages)) + b"\n")
+                    lines.append(orjson.dumps(build_record(conversation, messages, hasher)) + b"\n")
                     checkpoint.messages += len(messages)
                 writer.write_page(lines)
                 progress.advance(len(lines))

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
+from genesys_assets.lib.pii import PHONE_VALUE, AddressHasher
 from genesys_assets.resources.genesys_cloud_client import parse_genesys_datetime
 
 #: The archive's field set. A dict value is the allow-list of a nested object (or of each object of a list);
@@ -212,8 +213,15 @@ def message_record(entity: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_record(conversation: Mapping[str, Any], messages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def _name(value: Any, hasher: AddressHasher) -> Any:
+    return hasher.hash(value) if isinstance(value, str) and PHONE_VALUE.match(value) else value
+
+
+def build_record(conversation: Mapping[str, Any], messages: Sequence[Mapping[str, Any]],
+                 hasher: AddressHasher) -> dict[str, Any]:
     """The archive line of one conversation: details-job conversation + its bulk messages, stripped.
+
+    A participant name that is a phone number is stored as its hash, as in the analytics participants table.
 
     Messages are ordered by (timestamp, id) so the same conversation always gives the same bytes. A conversation
     that is not an object, or participants that are not a list of objects, raise :class:`UnexpectedApiShape`.
@@ -231,7 +239,7 @@ def build_record(conversation: Mapping[str, Any], messages: Sequence[Mapping[str
         "endTime": conversation.get("conversationEnd"),
         "mediaType": MEDIA_TYPE,
         "participants": [
-            {"id": p.get("participantId"), "type": p.get("purpose"), "name": p.get("participantName")}
+            {"id": p.get("participantId"), "type": p.get("purpose"), "name": _name(p.get("participantName"), hasher)}
             for p in conversation.get("participants") or []
         ],
         "messages": ordered,

@@ -18,6 +18,8 @@ from genesys_assets.defs.messaging.assets import webchat_archive
 from genesys_assets.resources.data_lake_webhook import DataLakeWebhookResource
 from genesys_assets.resources.genesys_cloud import GenesysCloudResource
 from genesys_assets.resources.lake import Lake
+from genesys_assets.resources.pii import PiiHashingResource
+from genesys_assets.sandbox.services import SANDBOX_PII_HASH_KEY
 
 
 def main(argv: list[str]) -> int:
@@ -32,6 +34,7 @@ def main(argv: list[str]) -> int:
         "lake": Lake(base_uri=str(home / "lake")),
         "warehouse": DuckDBResource(database=str(home / "warehouse.duckdb")),
         "data_lake_webhook": DataLakeWebhookResource(url=None),
+        "pii": PiiHashingResource(hash_key=SANDBOX_PII_HASH_KEY),
     }
     run_config = {"ops": {"webchat_archive": {"config": args["config"]}}}
     with dg.DagsterInstance.ephemeral() as instance:

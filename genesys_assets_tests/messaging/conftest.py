@@ -21,7 +21,9 @@ from genesys_assets.defs.messaging.checks import (
 from genesys_assets.resources.data_lake_webhook import DataLakeWebhookResource
 from genesys_assets.resources.genesys_cloud import GenesysCloudResource
 from genesys_assets.resources.lake import Lake
+from genesys_assets.resources.pii import PiiHashingResource
 from genesys_assets.sandbox.genesys_emulator import FaultConfig, GenesysEmulator
+from genesys_assets.sandbox.services import SANDBOX_PII_HASH_KEY
 
 #: Old enough for the emulator's availability lag (6 h): the day's data is complete.
 DAY = (datetime.now(UTC) - timedelta(days=3)).date()
@@ -64,6 +66,7 @@ def make_resources(emu: GenesysEmulator, home: Path, webhook_url: str | None = N
         "genesys": genesys_resource(emu, **genesys_overrides),
         "lake": Lake(base_uri=str(home / "lake")),
         "warehouse": DuckDBResource(database=str(home / "warehouse.duckdb")),
+        "pii": PiiHashingResource(hash_key=SANDBOX_PII_HASH_KEY),
         "data_lake_webhook": DataLakeWebhookResource(
             url=webhook_url or emu.base_url + WEBHOOK_PATH, backoff_base_seconds=0.01, backoff_max_seconds=0.05
         ),

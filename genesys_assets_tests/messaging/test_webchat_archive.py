@@ -158,7 +158,7 @@ def test_definitions_wire_the_messaging_domain(
     for key, value in {"GENESYS_MODE": "sandbox", "GENESYS_HOME": str(tmp_path), "GENESYS_API_BASE_URL": emu.base_url,
                        "GENESYS_CLIENT_ID": emu.client_id, "GENESYS_CLIENT_SECRET": emu.client_secret,
                        "DATA_LAKE_WEBHOOK_URL": emu.base_url + "/__sandbox__/webhooks/data-lake",
-                       "GENESYS_PII_HASH_KEY": "k", "PURECONNECT_URI": "sqlite://"}.items():
+                       "GENESYS_PII_HASH_KEY": "k" * 32, "PURECONNECT_URI": "sqlite://"}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("GENESYS_REGION", raising=False)
     monkeypatch.delenv("ALLOWED_REGIONS", raising=False)

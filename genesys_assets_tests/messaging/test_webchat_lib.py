@@ -14,6 +14,7 @@ import duckdb
 import orjson
 import pytest
 
+from genesys_assets.lib.pii import AddressHasher
 from genesys_assets.lib.webchat_audit import audit_event, audit_path, upsert_events
 from genesys_assets.lib.webchat_parts import Checkpoint, PartWriter, ResumeError, iter_gzip_lines, read_chunks
 from genesys_assets.lib.webchat_policy import (
@@ -26,6 +27,7 @@ from genesys_assets.lib.webchat_policy import (
 from genesys_assets.lib.webchat_record import ALLOW_LIST, build_record, chunks, keys_outside, strip
 from genesys_assets.lib.webchat_webhook import deliver
 
+HASHER = AddressHasher("k" * 32)
 CONVERSATION = {
     "conversationId": "c-1", "conversationStart": "2024-01-15T10:00:00.000Z",
     "conversationEnd": "2024-01-15T10:20:00.000Z", "originatingDirection": "inbound", "divisionIds": ["d"],
@@ -70,7 +72,7 @@ def test_strip_removes_everything_outside_the_allow_list_at_every_level() -> Non
 
 
 def test_record_builder_maps_the_real_shapes_and_strips() -> None:
-    record = build_record(CONVERSATION, BULK)
+    record = build_record(CONVERSATION, BULK, HASHER)
     assert record == {
         "id": "c-1", "type": "webmessaging", "startTime": "2024-01-15T10:00:00.000Z",
         "endTime": "2024-01-15T10:20:00.000Z", "mediaType": "message",
@@ -85,8 +87,18 @@ def test_record_builder_maps_the_real_shapes_and_strips() -> None:
         ],
     }
     assert keys_outside(record) == []
-    legacy = build_record(CONVERSATION, [{"id": "m", "timestamp": "t", "direction": "Inbound", "textBody": "hi"}])
+    legacy = build_record(CONVERSATION, [{"id": "m", "timestamp": "t", "direction": "Inbound", "textBody": "hi"}],
+                          HASHER)
     assert legacy["messages"] == [{"id": "m", "timestamp": "t", "direction": "inbound", "text": "hi", "media": []}]
+
+
+def test_a_participant_name_that_is_a_phone_number_is_archived_as_its_hash() -> None:
+    participants = [{**CONVERSATION["participants"][0], "participantName": "+1 (317) 555-0100"},
+                    *CONVERSATION["participants"][1:]]
+    record = build_record({**CONVERSATION, "participants": participants}, BULK, HASHER)
+    names = [p["name"] for p in record["participants"]]
+    assert names == [HASHER.hash("+13175550100"), "Agent One"]  # the hash the analytics participants table holds
+    assert "555" not in orjson.dumps(record["participants"]).decode()
 
 
 def test_chunks_never_exceed_1000() -> None:

@@ -17,6 +17,7 @@ import dagster as dg
 import orjson
 import pytest
 
+from genesys_assets.lib.pii import AddressHasher
 from genesys_assets.lib.webchat_archive import ArchiveSettings, archive_day, build_manifest, publish, verify_day
 from genesys_assets.lib.webchat_parts import CHECKPOINT_NAME, Checkpoint
 from genesys_assets.resources.lake import Lake
@@ -32,6 +33,7 @@ from genesys_assets_tests.messaging.conftest import (
     part_bytes,
 )
 
+HASHER = AddressHasher("k" * 32)
 SETTINGS = ArchiveSettings(page_size=ARCHIVE_CONFIG["page_size"],
                            part_max_bytes=int(ARCHIVE_CONFIG["part_max_mb"] * 1024 * 1024))
 JOBS = "/api/v2/analytics/conversations/details/jobs"
@@ -61,14 +63,14 @@ class CrashingClient:
 def _crash(client: Any, work: Path, at: int) -> Checkpoint:
     """Archive until results page ``at`` is asked for, then die; returns the checkpoint left behind."""
     with pytest.raises(Crash):
-        archive_day(CrashingClient(client, crash_at=at), DAY, work, SETTINGS)
+        archive_day(CrashingClient(client, crash_at=at), DAY, work, HASHER, SETTINGS)
     saved = Checkpoint.load(work)
     assert saved is not None and saved.job_id and saved.pages == at - 1
     return saved
 
 
 def _publish(client: Any, home: Path, work: Path) -> Any:
-    run = archive_day(client, DAY, work, SETTINGS)
+    run = archive_day(client, DAY, work, HASHER, SETTINGS)
     publish(Lake(base_uri=str(home / "lake")), DAY, work, build_manifest(run.checkpoint, region="sandbox", run={}))
     return run
 
@@ -117,7 +119,7 @@ def test_invalid_job_or_other_settings_start_the_day_cleanly(
 
     _crash(client, work, at=3)
     other = ArchiveSettings(page_size=7, part_max_bytes=SETTINGS.part_max_bytes)
-    rerun = archive_day(client, DAY, work, other)
+    rerun = archive_day(client, DAY, work, HASHER, other)
     assert not rerun.resumed and "other settings" in (rerun.restart_reason or "")
 
 
@@ -162,7 +164,7 @@ def test_killed_process_resumes_and_files_are_byte_identical(
 def test_a_day_without_web_messaging_publishes_an_empty_verified_archive(emu: GenesysEmulator, tmp_path: Path) -> None:
     future = DAY + timedelta(days=10)  # past the availability watermark: the job finds nothing
     client = genesys_resource(emu).get_client()
-    run = archive_day(client, future, tmp_path / "work", SETTINGS)
+    run = archive_day(client, future, tmp_path / "work", HASHER, SETTINGS)
     assert run.checkpoint.pages_done and run.checkpoint.conversations_written == 0 and run.checkpoint.parts == []
     lake = Lake(base_uri=str(tmp_path / "lake"))
     manifest = build_manifest(run.checkpoint, region="sandbox", run={})

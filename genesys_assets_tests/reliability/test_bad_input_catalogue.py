@@ -442,11 +442,11 @@ _MESSAGE = {"id": "m-1", "timestamp": "2026-11-03T10:01:00.000Z", "direction": "
 ])
 def test_webchat_unexpected_types_are_rejected_with_a_code(conversation: Any, messages: list[Any], what: str) -> None:
     with pytest.raises(wr.UnexpectedApiShape) as rejected:
-        wr.build_record(conversation, messages)
+        wr.build_record(conversation, messages, HASHER)
     assert rejected.value.reason == wr.UNEXPECTED_TYPE
     assert str(rejected.value).startswith(f"{wr.UNEXPECTED_TYPE}: {what}")
     # The well-typed record still builds, with a null text allowed.
-    ok = wr.build_record(_CONVERSATION, [_MESSAGE, {**_MESSAGE, "id": "m-2", "normalizedMessage": {}}])
+    ok = wr.build_record(_CONVERSATION, [_MESSAGE, {**_MESSAGE, "id": "m-2", "normalizedMessage": {}}], HASHER)
     assert [m["text"] for m in ok["messages"]] == ["hello", None]
 
 
@@ -475,7 +475,7 @@ def test_webchat_rejections_name_the_type_never_the_value() -> None:
         ({**_CONVERSATION, "participants": {"name": phone}}, []),
     ):
         with pytest.raises(wr.UnexpectedApiShape) as rejected:
-            wr.build_record(conversation, messages)
+            wr.build_record(conversation, messages, HASHER)
         assert phone not in str(rejected.value) and "13175550100" not in str(rejected.value)
 
 

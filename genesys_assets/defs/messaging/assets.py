@@ -24,6 +24,7 @@ from genesys_assets.defs.availability import require_complete_day
 from genesys_assets.defs.metadata import api_calls, column_schema, row_count
 from genesys_assets.defs.partitions import DAILY
 from genesys_assets.lib.day_lock import day_lock
+from genesys_assets.lib.pii import AddressHasher
 from genesys_assets.lib.webchat_archive import (
     MANIFEST_NAME,
     ArchiveSettings,
@@ -59,6 +60,7 @@ from genesys_assets.lib.webchat_webhook import webhook_payload
 from genesys_assets.resources.data_lake_webhook import DataLakeWebhookResource
 from genesys_assets.resources.genesys_cloud import GenesysCloudResource
 from genesys_assets.resources.lake import Lake
+from genesys_assets.resources.pii import PiiHashingResource
 from genesys_assets.settings import GENESYS_API_POOL, WAREHOUSE_POOL
 
 ASSET_NAME = "webchat_archive"
@@ -113,7 +115,8 @@ def _refuse(exc: ArchivePolicyError, **limits: Any) -> dg.Failure:
     code_version="1",
     description=(
         "Web messaging conversations that started in the UTC day, with their messages (text and media references), "
-        "stripped to seed 002's field set, as gzip NDJSON: lake webchat/year=/month=/day=/part-NNNN.ndjson.gz + "
+        "stripped to seed 002's field set (a participant name that is a phone number kept as its hash), as gzip "
+        "NDJSON: lake webchat/year=/month=/day=/part-NNNN.ndjson.gz + "
         "manifest.json. Refuses before extracting when the region is not in ALLOWED_REGIONS or the estimate exceeds "
         "ARCHIVE_QUOTA_MB. Resumes a crashed day from its checkpoint. Announces each day on DATA_LAKE_WEBHOOK_URL."
     ),
@@ -125,6 +128,7 @@ def webchat_archive(
     genesys: GenesysCloudResource,
     lake: Lake,
     data_lake_webhook: DataLakeWebhookResource,
+    pii: PiiHashingResource,
 ) -> dg.MaterializeResult:
     day = date.fromisoformat(context.partition_key)
     started = time.monotonic()
@@ -155,15 +159,15 @@ def webchat_archive(
     work_dir.parent.mkdir(parents=True, exist_ok=True)
     # One run of the day at a time: two would resume from and publish each other's checkpoint and parts.
     with day_lock(settings.genesys_home(), ASSET_NAME, day):
-        return _archive_and_publish(context, config, client, lake, data_lake_webhook, day, work_dir, region,
-                                    total_hits, estimate_mb, bool(measured), started, before)
+        return _archive_and_publish(context, config, client, lake, data_lake_webhook, pii.hasher(), day, work_dir,
+                                    region, total_hits, estimate_mb, bool(measured), started, before)
 
 
 def _archive_and_publish(context: dg.AssetExecutionContext, config: WebchatArchiveConfig, client: Any, lake: Lake,
-                         data_lake_webhook: DataLakeWebhookResource, day: date, work_dir: Path, region: str,
-                         total_hits: int, estimate_mb: float, measured: bool, started: float,
-                         before: dict) -> dg.MaterializeResult:
-    run = archive_day(client, day, work_dir, config.archive_settings())
+                         data_lake_webhook: DataLakeWebhookResource, hasher: AddressHasher, day: date,
+                         work_dir: Path, region: str, total_hits: int, estimate_mb: float, measured: bool,
+                         started: float, before: dict) -> dg.MaterializeResult:
+    run = archive_day(client, day, work_dir, hasher, config.archive_settings())
     cp = run.checkpoint
     if run.restart_reason:
         context.log.warning("Started the day cleanly: %s", run.restart_reason)
