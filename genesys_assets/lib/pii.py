@@ -29,7 +29,7 @@ _HASHED_VALUE = re.compile(r"hmac:[0-9a-f]{32}")
 
 def is_hashed(value: str) -> bool:
     """True for a value this module hashed upstream (``hmac:`` + 32 hex digits)."""
-    return _HASHED_VALUE.fullmatch(value) is not None
+    return value.startswith(HASHED_PREFIX) and _HASHED_VALUE.fullmatch(value) is not None  # the cheap test first
 
 
 _ADDR_PREFIX = r"^(?:tel:|sips?:)"
