@@ -61,7 +61,6 @@ from genesys_assets.sandbox.genesys_emulator_analytics import (
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 512_000
-RATE_LIMIT = (300, 60)  # the numbers quoted in a 429 message
 
 # Permissions per endpoint: a client needs ANY one of them. /api/v2/users needs none, as in Genesys Cloud.
 PERM_DETAILS = ("analytics:conversationDetail:view",)
@@ -163,8 +162,10 @@ def error_body(status: int, code: str, message: str, params: dict[str, str] | No
     return body
 
 
-def _err(status: int, code: str, message: str, **kw: object) -> _Response:
-    return _json(status, error_body(status, code, message, **kw))  # type: ignore[arg-type]
+def _err(status: int, code: str, message: str, headers: dict[str, str] | None = None, **kw: object) -> _Response:
+    """An ErrorBody answer; its ``contextId`` is the answer's ``inin-correlation-id``, as on the real platform."""
+    body = error_body(status, code, message, **kw)  # type: ignore[arg-type]
+    return _json(status, body, {"inin-correlation-id": body["contextId"], **(headers or {})})
 
 
 _NOT_FOUND = ("not.found", "The requested resource was not found.")
@@ -486,11 +487,11 @@ class GenesysEmulator:
         return None
 
     def _fault_response(self, status: int, retry_after: str | None) -> _Response:
-        if status == 429:
-            limit, window = RATE_LIMIT
-            body = {"message": f"Rate limit exceeded the maximum [{limit}] requests within [{window}] seconds",
-                    "code": "too.many.requests", "status": 429}
-            return _json(429, body, {"Retry-After": _retry_after_value(retry_after)})
+        if status == 429:  # the normalised 429 of every Platform API resource since 10 Nov 2021 (API-5464)
+            wait = _retry_after_value(retry_after)
+            return _err(429, "too.many.requests.retry.after",
+                        f"Rate limit exceeded the maximum. Retry the request in [{wait}] seconds",
+                        headers={"Retry-After": wait})
         code, message = _STANDARD_5XX.get(status, ("internal.server.error", "Server error"))
         return _err(status, code, message)
 
@@ -545,7 +546,7 @@ class GenesysEmulator:
         for k, v in resp.headers.items():
             h.send_header(k, v)
         h.send_header("Content-Length", str(len(resp.body)))
-        if resp.status >= 200:
+        if resp.status >= 200 and "inin-correlation-id" not in resp.headers:
             h.send_header("inin-correlation-id", str(uuid.uuid4()))
         h.end_headers()
         if h.command != "HEAD":

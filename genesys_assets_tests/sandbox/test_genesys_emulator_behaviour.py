@@ -235,8 +235,10 @@ def test_wrong_secret_and_grant(emulator: GenesysEmulator) -> None:
 def test_fault_header_applies_to_one_request(api: Api) -> None:
     r = api.get("/api/v2/routing/queues", fault="rate_429=1;retry_after=7")
     assert r.status_code == 429 and r.headers["Retry-After"] == "7"
-    assert r.json()["code"] == "too.many.requests"
-    assert r.json()["message"].startswith("Rate limit exceeded the maximum [")
+    # The normalised 429 (developer forum, "Normalized Platform API 429 responses", 10 Nov 2021).
+    assert r.json() == {"message": "Rate limit exceeded the maximum. Retry the request in [7] seconds",
+                        "code": "too.many.requests.retry.after", "status": 429,
+                        "contextId": r.headers["inin-correlation-id"], "details": [], "errors": []}
     assert api.get("/api/v2/routing/queues").status_code == 200
     assert api.get("/api/v2/routing/queues", fault="rate_5xx=1").status_code in (500, 502, 503)
     junk = api.get("/api/v2/routing/queues", fault="rate_429=1;retry_after=Wed, 21 Oct 2015 07:28:00 GMT")
