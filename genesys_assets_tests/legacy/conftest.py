@@ -55,7 +55,8 @@ class Env:
         }
 
     def materialize(self, day: date = DAY, resources: dict | None = None, selection: list | None = None,
-                    raise_on_error: bool = True, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+                    raise_on_error: bool = True, run_config: dict | None = None,
+                    instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
         """id_maps (unpartitioned) once, then the day's partitioned assets with their checks."""
         resources = resources or self.resources()
         if selection is None:
@@ -64,7 +65,7 @@ class Env:
         keys = [a.key for a in selection]
         return dg.materialize([*ASSETS, *CHECKS], resources=resources, partition_key=day.isoformat(),
                               selection=dg.AssetSelection.assets(*keys) | dg.AssetSelection.checks_for_assets(*keys),
-                              raise_on_error=raise_on_error, run_config=run_config or {})
+                              raise_on_error=raise_on_error, run_config=run_config or {}, instance=instance)
 
 
 @pytest.fixture(scope="module")

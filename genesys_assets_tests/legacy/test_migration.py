@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import polars as pl
 import pytest
@@ -25,8 +28,14 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def first_run(env: Env):
-    result = env.materialize()
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def first_run(env: Env, instance: dg.DagsterInstance):
+    result = env.materialize(instance=instance)
     assert result.success
     return result
 
@@ -39,6 +48,17 @@ def _lake(env: Env, base: str, name: str) -> pl.DataFrame:
 
 def _checks(result) -> dict[str, bool]:
     return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+def test_rows_that_end_before_they_start_are_repaired_and_warned_about(env: Env, first_run,
+                                                                        instance: dg.DagsterInstance) -> None:
+    canonical = _lake(env, paths.INTERACTIONS, "interactions.parquet")
+    repaired = canonical.filter(pl.col("end_before_start_repaired"))
+    assert repaired.height > 0 and (repaired["start_time"] <= repaired["end_time"]).all()
+    warnings = [e.user_message for e in instance.all_logs(first_run.run_id)
+                if e.level == logging.WARNING and "ended before they started" in e.user_message]
+    assert len(warnings) == 1 and warnings[0].startswith(f"{repaired.height} row(s) ended before they started")
+    assert repaired["x_legacy_id"][0] in warnings[0]
 
 
 def test_a_day_migrates_completely(env: Env, first_run) -> None:

@@ -110,6 +110,11 @@ def legacy_interactions(
     if stats["skipped_duplicates"]:
         context.log.warning("%d byte-identical duplicate row(s) skipped once: %s", stats["skipped_duplicates"],
                             ", ".join(result.skipped_duplicates["x_legacy_id"].to_list()[:20]))
+    if stats["end_before_start_repaired"]:  # clock skew between PureConnect servers (seed 001, edge case 1)
+        context.log.warning("%d row(s) ended before they started: start and end swapped, flagged "
+                            "end_before_start_repaired: %s", stats["end_before_start_repaired"],
+                            ", ".join(result.interactions.filter("end_before_start_repaired")["x_legacy_id"]
+                                      .to_list()[:20]))
     if stats["quarantined"]:
         context.log.warning("%d row(s) quarantined: %s", stats["quarantined"],
                             dict(result.quarantined.group_by("reason").len().iter_rows()))
