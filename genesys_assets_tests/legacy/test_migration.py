@@ -13,6 +13,8 @@ import duckdb
 import polars as pl
 import pytest
 
+from genesys_assets.defs.legacy import assets as legacy
+from genesys_assets.defs.legacy import checks
 from genesys_assets.lib import legacy_lake as paths
 from genesys_assets.lib.legacy_interactions import (
     END_BEFORE_START,
@@ -144,6 +146,41 @@ def _lake_bytes(lake_dir: Path) -> dict[str, bytes]:
             paths.INGEST_LEDGER)
     return {str(p.relative_to(lake_dir)): p.read_bytes() for p in lake_dir.rglob("*")
             if p.is_file() and str(p.relative_to(lake_dir)).startswith(keep)}
+
+
+def test_the_playback_check_fails_on_a_damaged_or_a_missing_staged_recording(env: Env, first_run) -> None:
+    # Seed 000's playback audit: a recording that no longer plays back must fail the check, naming it.
+    staged = _lake(env, paths.RECORDINGS_MANIFEST, "manifest.parquet").filter(pl.col("status") == "staged")
+    damaged, missing = staged.row(0, named=True), staged.row(1, named=True)
+    s3 = env.resources()["recordings_s3"].get_client()
+    saved = {}
+    for row in (damaged, missing):  # kept aside and put back, so the module's later tests see the day as staged
+        backup = f"test-backup/{row['key']}"
+        s3.copy_object(Bucket=row["bucket"], Key=backup, CopySource={"Bucket": row["bucket"], "Key": row["key"]},
+                       ServerSideEncryption="AES256")
+        saved[row["key"]] = backup
+    try:
+        s3.put_object(Bucket=damaged["bucket"], Key=damaged["key"], Body=b"RIFF\0\0\0\0WAVE" + b"\0" * 64,
+                      ContentType=damaged["content_type"], ServerSideEncryption="AES256")
+        s3.delete_object(Bucket=missing["bucket"], Key=missing["key"])
+        # The check alone, on the day (a run of a check has no assets to take the partition from: the tag gives it).
+        result = dg.materialize([legacy.staged_recordings, checks.legacy_recordings_playback],
+                                resources=env.resources(), tags={"dagster/partition": DAY.isoformat()},
+                                selection=dg.AssetSelection.checks(checks.legacy_recordings_playback),
+                                run_config={"ops": {"staged_recordings_legacy_recordings_playback": {
+                                    "config": {"sample_size": 10**6}}}},
+                                raise_on_error=False)
+        (evaluation,) = result.get_asset_check_evaluations()
+        failures = evaluation.metadata["failures"].value
+        assert not evaluation.passed and evaluation.metadata["failed"].value == 2
+        assert evaluation.metadata["sampled"].value == staged.height
+        assert "sha256 of the fetched object differs from the manifest" in failures[damaged["recording_id"]]
+        assert failures[missing["recording_id"]] == ["GET failed: NoSuchKey"]
+    finally:
+        for key, backup in saved.items():
+            s3.copy_object(Bucket=damaged["bucket"], Key=key, CopySource={"Bucket": damaged["bucket"], "Key": backup},
+                           ServerSideEncryption="AES256")
+            s3.delete_object(Bucket=damaged["bucket"], Key=backup)
 
 
 def test_rerun_ingests_nothing_twice_and_rewrites_identical_files(env: Env, first_run) -> None:

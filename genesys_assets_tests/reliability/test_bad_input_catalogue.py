@@ -320,6 +320,23 @@ def test_every_recording_of_an_interaction_reaches_its_payload_and_the_ledger(ta
                                                                                             "s3://b/k/R-b"]
 
 
+def test_agents_sharing_a_number_each_map_to_their_own_user() -> None:
+    # Seed 001's trap: a shared line or hunt-group number is not an agent's identity; only the legacy user id is.
+    other = "55555555-1111-4111-8111-111111111111"
+    shared = {"RemoteID": "+12125550100", "DNIS_LocalID": "+18005550100"}
+    rows = [_row("K-1", LastLocalUserId="agent-1", **shared), _row("K-2", LastLocalUserId="agent-2", **shared),
+            _row("K-3", LastLocalUserId=None, **shared)]
+    canonical = li.normalise_day(_day(rows), DAY, TZ, HASHER).interactions
+    maps = _maps()
+    maps = idm.IdMaps(pl.concat([maps.maps, pl.DataFrame([{
+        "kind": idm.AGENTS, "legacy_id": "agent-2", "cloud_id": other, "csv_name": "Agent Two",
+        "directory_name": "Agent Two", "directory_state": "active", "status": "valid", "problem": None}],
+        schema=idm.MAP_SCHEMA)]), FALLBACK, "Migration Fallback", DEFAULT_QUEUE, "Default")
+    resolved = {r["legacy_interaction_id_key"]: r for r in lc.resolve_mappings(canonical, maps, "skip").to_dicts()}
+    assert (resolved["K-1"]["agent_user_id"], resolved["K-2"]["agent_user_id"]) == (USER, other)
+    assert (resolved["K-3"]["agent_mapping"], resolved["K-3"]["agent_user_id"]) == ("none", None)
+
+
 def test_unmapped_agent_queue_wrapup() -> None:
     rows = [_row("K-mapped"), _row("K-agent", LastLocalUserId="ghost"),
             _row("K-queue", LastAssignedWorkgroupID="nowhere")]
