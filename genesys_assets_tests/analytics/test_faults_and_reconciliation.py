@@ -130,6 +130,36 @@ def test_gives_up_when_no_window_reconciles_and_writes_nothing(emulator: Genesys
     assert not (tmp_path / "lake" / "analytics").exists()
 
 
+def test_a_job_stuck_past_its_deadline_is_retried_over_narrower_windows(
+        emulator: GenesysEmulator, clean_lake: Path, tmp_path: Path) -> None:
+    """Seed 003: a job that never finishes is deleted at the deadline and the day retried in 6 h windows."""
+    emulator.clear_faults()
+    emulator.fail_next_jobs("STUCK")
+    try:
+        result = materialize(resources(emulator, tmp_path, job_deadline_seconds=1.5), DAY, "conversation_details")
+    finally:
+        emulator.clear_faults()
+    md = metadata(result, "conversation_details")
+    tried = md["windows_tried"]
+    assert [p["window_hours"] for p in tried] == [24, 6] and md["window_hours"] == 6
+    assert "deadline" in tried[0]["timed_out"] and "timed_out" not in tried[1]
+    for table in TABLES:
+        assert sorted_rows(tmp_path / "lake", DAY, table).equals(sorted_rows(clean_lake, DAY, table)), table
+
+
+def test_jobs_stuck_at_every_window_size_fail_naming_the_deadline(emulator: GenesysEmulator, tmp_path: Path) -> None:
+    emulator.clear_faults()
+    emulator.fail_next_jobs("STUCK", 2)
+    try:
+        result = materialize(resources(emulator, tmp_path, job_deadline_seconds=1.0), DAY, "conversation_details",
+                             raise_on_error=False, config={"conversation_details": {"window_hours": [24, 12]}})
+    finally:
+        emulator.clear_faults()
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "2 timed out, the last:" in failure.event_specific_data.error.message
+    assert not (tmp_path / "lake" / "analytics").exists()
+
+
 def test_a_job_that_vanishes_mid_paging_restarts_the_pass(emulator: GenesysEmulator, clean_digests: dict[str, str],
                                                           tmp_path: Path) -> None:
     """The 404 is raised in the fetch thread; the asset sees it as before and restarts the pass from scratch."""

@@ -64,6 +64,7 @@ from genesys_assets.lib.wrapup_dimension import merge_snapshot, snapshot_frame
 from genesys_assets.resources.genesys_cloud import (
     DetailsJobExpired,
     DetailsJobFailed,
+    DetailsJobTimeout,
     GenesysCloudClient,
     GenesysCloudResource,
     GenesysNotFoundError,
@@ -131,7 +132,8 @@ class ConversationDetailsConfig(dg.Config):
         default=None, description="The details job's `limit` (rows per job). A window that hits it comes back "
         "short, reconciliation notices and narrower windows are tried.")
     window_hours: list[int] = Field(
-        default=list(WINDOW_HOURS), description="Window widths tried in order until the day reconciles.")
+        default=list(WINDOW_HOURS), description="Window widths tried in order until the day reconciles (a pass "
+        "whose details job is still unfinished at the resource's job_deadline_seconds moves on to the next).")
     reconcile_tolerance: float = Field(
         default=RECONCILE_TOLERANCE, description="Largest relative gap to the sync query's totalHits.")
     max_job_submissions: int = Field(default=3, description="Submissions per window when a job EXPIRES/FAILS.")
@@ -151,7 +153,8 @@ class ConversationDetailsConfig(dg.Config):
         "pages landed as NDJSON.gz under lake raw/analytics/conversation_details/, flattened into the "
         "conversations, participants, sessions (metrics pivoted) and segments tables under "
         "lake analytics/<table>/year=/month=/day=/. Refuses a day the availability watermark has not passed; "
-        "re-runs the day in 6 h then 1 h windows when it does not reconcile with the sync query."
+        "re-runs the day in 6 h then 1 h windows when it does not reconcile with the sync query or a details job "
+        "is still unfinished at its deadline."
     ),
 )
 def conversation_details(
@@ -193,7 +196,13 @@ def _extract_details(context: dg.AssetExecutionContext, config: ConversationDeta
     passes: list[dict[str, Any]] = []
     chosen: PassResult | None = None
     for hours in config.window_hours:
-        result = _run_pass_with_restarts(context, client, config, day, hours, work / f"pass-{hours}h", hasher)
+        try:
+            result = _run_pass_with_restarts(context, client, config, day, hours, work / f"pass-{hours}h", hasher)
+        except DetailsJobTimeout as exc:  # seed 003: a job that never finishes is retried over narrower windows
+            passes.append({"window_hours": hours, "timed_out": str(exc)})
+            context.log.warning("%s in %d h windows: %s; trying narrower windows", day, hours, exc)
+            remove_tree(work / f"pass-{hours}h")
+            continue
         diff = relative_difference(result.day.conversations, total_hits)
         passes.append({**result.summary(total_hits), "difference_pct": round(diff * 100, 3)})
         context.log.info("%s in %d h windows: %d conversations, sync totalHits %d (%.2f %% apart)", day, hours,
@@ -204,10 +213,13 @@ def _extract_details(context: dg.AssetExecutionContext, config: ConversationDeta
         remove_tree(result.tables_dir.parent)
     api = api_calls(client.stats_since(before))
     if chosen is None:
+        timeouts = [p["timed_out"] for p in passes if "timed_out" in p]
         raise dg.Failure(
             description=f"Conversation details for {day} do not reconcile: every pass was more than "
-            f"{config.reconcile_tolerance:.0%} away from the sync query's totalHits {total_hits} "
-            f"(windows of {config.window_hours} hours tried). Nothing was written.",
+            f"{config.reconcile_tolerance:.0%} away from the sync query's totalHits {total_hits} or had a details "
+            f"job still unfinished at its deadline (windows of {config.window_hours} hours tried"
+            + (f"; {len(timeouts)} timed out, the last: {timeouts[-1]}" if timeouts else "")
+            + "). Nothing was written.",
             metadata={"total_hits": total_hits, "windows_tried": dg.MetadataValue.json(passes), **api},
         )
 
