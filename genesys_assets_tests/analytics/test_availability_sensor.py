@@ -130,3 +130,27 @@ def test_the_sensor_runs_a_named_job_of_both_details_api_readers() -> None:
     selected = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
     assert selected == {"conversation_details", "webchat_archive"}
     assert job.partitions_def is not None  # daily, from the assets
+
+
+def test_a_failed_day_run_is_retried_by_dagster_and_other_jobs_are_not(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sensor asks for a day once; the project's dagster.yaml and the job's tag make Dagster retry it."""
+    from dagster._core.events import RunFailureReason
+    from dagster._core.execution.retries import auto_reexecution_should_retry_run
+
+    from genesys_assets.cli import PROJECT_ROOT
+    from genesys_assets.defs.analytics.sensors import DAY_RUN_RETRIES, details_api_day_job
+
+    (tmp_path / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 0
+
+        def failed_run(job_name: str, tags: dict[str, str]) -> dg.DagsterRun:
+            return instance.add_run(dg.DagsterRun(job_name=job_name, tags=tags, status=dg.DagsterRunStatus.FAILURE))
+
+        assert details_api_day_job.tags["dagster/max_retries"] == str(DAY_RUN_RETRIES) == "2"
+        day_run = failed_run(details_api_day_job.name, dict(details_api_day_job.tags))
+        assert auto_reexecution_should_retry_run(instance, day_run, RunFailureReason.STEP_FAILURE)
+        other = failed_run("legacy_day_job", {})  # no tag: the instance default, no retry
+        assert not auto_reexecution_should_retry_run(instance, other, RunFailureReason.STEP_FAILURE)

@@ -4,7 +4,8 @@ One request carries the day for both readers of the details API: ``conversation_
 
 Follows the details-job availability watermark (``dataAvailabilityDate``). The cursor is the last day requested;
 each tick requests the days that became complete since, oldest first (run_key = the day, so a day is never
-requested twice even if the cursor were lost), and is quiet when the watermark has not passed a new midnight. Each run
+requested twice even if the cursor were lost), and is quiet when the watermark has not passed a new midnight. A failed
+run is retried by Dagster's run retries (``DAY_RUN_RETRIES``), not requested again by the sensor. Each run
 carries the watermark seen (tag ``genesys/data_availability_date``), so the run need not ask for it again.
 Downstream assets (wrap-up facts, views) follow each day by declarative automation.
 
@@ -38,11 +39,17 @@ def configured_start(watermark_day: date) -> date:
     return watermark_day - timedelta(days=DEFAULT_LOOKBACK_DAYS - 1)
 
 
+#: Run retries of a failed day (dagster.yaml enables them; each retry re-runs only the failed steps). The sensor
+#: requests a day once, so without them one transient failure would leave the day to a manual backfill.
+DAY_RUN_RETRIES = 2
+
 details_api_day_job = dg.define_asset_job(
     "details_api_day_job",
     selection=[analytics_assets.conversation_details, messaging_assets.webchat_archive],
     description="One day of both readers of the analytics details API, conversation_details and webchat_archive, "
-    "with their checks: what analytics_availability_sensor requests once the day is complete.",
+    f"with their checks: what analytics_availability_sensor requests once the day is complete. A failed run is "
+    f"retried up to {DAY_RUN_RETRIES} times from its failed steps.",
+    tags={"dagster/max_retries": str(DAY_RUN_RETRIES)},
 )
 
 
