@@ -197,6 +197,18 @@ def test_rerun_ingests_nothing_twice_and_rewrites_identical_files(env: Env, firs
     assert meta["staged_recordings"]["uploaded"].value == 0
 
 
+def test_extraction_needs_no_cloud_and_keeps_legacy_ids(env: Env, tmp_path: Path) -> None:
+    """Seed 001's trap: extraction must not map ids. legacy_interactions reads PureConnect only: it runs with Genesys
+    Cloud unreachable and no id maps in its lake, and its records hold legacy ids, never Cloud user or queue ids."""
+    resources = env.resources(lake_dir=tmp_path / "lake", api_base_url="http://127.0.0.1:9", max_attempts=1)
+    result = env.materialize(resources=resources, selection=[legacy.legacy_interactions])
+    assert result.success
+    canonical = paths.read_day(resources["lake"], paths.INTERACTIONS, DAY, "interactions.parquet")
+    assert canonical is not None and canonical.height > 0
+    assert canonical["agent_legacy_id"].drop_nulls().len() > 0
+    assert not {"agent_user_id", "queue_id", "wrapup_code_id"} & set(canonical.columns)
+
+
 def _clear_numbers(env: Env) -> set[str]:
     with env.site.connect() as con:
         values = [r[0] for r in con.execute("SELECT RemoteID FROM InteractionSummary") if r[0]]
