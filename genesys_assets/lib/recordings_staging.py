@@ -152,9 +152,15 @@ class WavLayout:
     declared_bytes: int | None
 
 
+#: What the source recordings hold, as the site's security team confirmed (seed 001, PII masking): PureConnect may
+#: mask numbers in its UI while the files on disk keep them.
+SOURCE_AUDIO = ("raw", "masked")
+
+
 @dataclass(frozen=True)
 class StagingSettings:
     bucket: str
+    source_audio: str = "raw"  # the cautious default for the library; the asset requires it to be stated
     multipart_threshold: int = 64 * 1024 * 1024
     multipart_chunksize: int = 8 * 1024 * 1024
     duration_tolerance_ms: int = 250
@@ -481,8 +487,10 @@ def digests(path: Path, multipart_threshold: int, chunksize: int) -> tuple[str, 
     return whole.hexdigest(), size, f"{composite}-{len(parts)}"
 
 
-def tags_for(ir_tags: Iterable[str] | None, recording_id: str) -> str:
-    """S3 object tags: retention (7y when IR tagged Retention-7Y, else the default), legal hold, provenance."""
+def tags_for(ir_tags: Iterable[str] | None, recording_id: str, source_audio: str) -> str:
+    """S3 object tags: retention (7y when IR tagged Retention-7Y, else the default), legal hold, provenance, and
+    whether the audio is raw or masked at the source (``source-audio``), so raw recordings can be found and
+    restricted or redacted."""
     tags = dict([DEFAULT_RETENTION])
     for tag in ir_tags or ():
         if tag in RETENTION_TAGS:
@@ -490,6 +498,7 @@ def tags_for(ir_tags: Iterable[str] | None, recording_id: str) -> str:
             tags[k] = v
     tags["source"] = "pureconnect-ir"
     tags["legacy-recording-id"] = recording_id
+    tags["source-audio"] = source_audio
     return urlencode(sorted(tags.items()))
 
 
@@ -653,7 +662,7 @@ def stage_recording(s3: Any, link: dict[str, Any], day: date, settings: StagingS
             sha, size, checksum = digests(upload_path, settings.multipart_threshold, settings.multipart_chunksize)
             key = f"{day_prefix(day)}{sha}.{ext}"
             content_type = CONTENT_TYPES[ext]
-            tags = tags_for(link.get("ir_tags"), link["recording_id"])
+            tags = tags_for(link.get("ir_tags"), link["recording_id"], settings.source_audio)
             row.update(codec_out=codec_out, key=key, sha256=sha, bytes=size, content_type=content_type,
                        server_side_encryption="AES256", tags=tags)
             head = None

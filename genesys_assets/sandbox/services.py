@@ -51,6 +51,7 @@ class SandboxEndpoints:
             "GENESYS_CLIENT_SECRET": self.client_secret,
             "PURECONNECT_URI": self.pureconnect_uri,
             "PURECONNECT_SITE_TIMEZONE": self.site_timezone,
+            "PURECONNECT_RECORDING_AUDIO": "raw",  # the sandbox's recordings are generated tones, never masked
             "GENESYS_MAPPINGS_DIR": self.mappings_dir,
             "GENESYS_S3_ENDPOINT_URL": self.s3_endpoint_url,
             "GENESYS_STAGING_BUCKET": self.staging_bucket,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -134,7 +135,8 @@ def test_every_recording_codec_ends_playable_or_quarantined(env: Env, first_run)
     assert head["ServerSideEncryption"] == "AES256" and head["ContentType"] == "audio/wav"
     tags = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=retention["bucket"],
                                                                  Key=retention["key"])["TagSet"]}
-    assert tags["retention"] == "7y"
+    assert tags["retention"] == "7y" and tags["source-audio"] == "raw"  # the sandbox states raw audio
+    assert staged["tags"].str.contains("source-audio=raw").all()
     # Payloads link the staged recording with its duration in ms.
     record = env.sandbox.emulator.target.get(staged["interaction_id"][0])
     recording = record["segments"][0]["recording"]
@@ -146,6 +148,33 @@ def _lake_bytes(lake_dir: Path) -> dict[str, bytes]:
             paths.INGEST_LEDGER)
     return {str(p.relative_to(lake_dir)): p.read_bytes() for p in lake_dir.rglob("*")
             if p.is_file() and str(p.relative_to(lake_dir)).startswith(keep)}
+
+
+def test_raw_source_audio_is_warned_about(first_run, instance: dg.DagsterInstance) -> None:
+    warnings = [e.user_message for e in instance.all_logs(first_run.run_id)
+                if e.level == logging.WARNING and "raw audio" in e.user_message]
+    assert len(warnings) == 1 and "source-audio=raw" in warnings[0]
+
+
+def test_recordings_wait_until_the_source_audio_is_stated(env: Env, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seed 001's PII-masking edge case: whether the files keep what the UI masked is the security team's answer."""
+    lake_dir = tmp_path / "lake"
+    resources = env.resources(lake_dir=lake_dir)
+    assert env.materialize(resources=resources, selection=[legacy.legacy_interactions]).success
+    s3 = resources["recordings_s3"].get_client()
+    before = s3.list_objects_v2(Bucket=os.environ["GENESYS_STAGING_BUCKET"]).get("KeyCount")
+    for value in (None, "unknown"):
+        if value is None:
+            monkeypatch.delenv("PURECONNECT_RECORDING_AUDIO")
+        else:
+            monkeypatch.setenv("PURECONNECT_RECORDING_AUDIO", value)
+        result = env.materialize(resources=resources, selection=[legacy.staged_recordings], raise_on_error=False)
+        (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        message = failure.event_specific_data.error.message
+        assert "PURECONNECT_RECORDING_AUDIO" in message and "'raw' or 'masked'" in message
+    assert s3.list_objects_v2(Bucket=os.environ["GENESYS_STAGING_BUCKET"]).get("KeyCount") == before
+    assert paths.read_day(resources["lake"], paths.RECORDINGS_MANIFEST, DAY, "manifest.parquet") is None
 
 
 def test_the_playback_check_fails_on_a_damaged_or_a_missing_staged_recording(env: Env, first_run) -> None:

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import av
 import pytest
@@ -629,3 +630,9 @@ def test_a_part_damaged_in_transit_is_refused_by_s3_and_quarantined(s3: Any, tmp
         s3.meta.events.unregister("before-send.s3.UploadPart", damage)
     assert (row["status"], row["reason"]) == (rs.QUARANTINED, rs.UPLOAD_CHECKSUM_MISMATCH)
     assert rs.head_or_none(s3, STAGING_BUCKET, row["key"]) is None
+
+
+def test_every_object_is_tagged_with_what_its_source_audio_is() -> None:
+    for audio in rs.SOURCE_AUDIO:
+        tags = dict(parse_qsl(rs.tags_for(["Retention-7Y"], "R-1", audio)))
+        assert tags["source-audio"] == audio and tags["legacy-recording-id"] == "R-1"

@@ -28,6 +28,7 @@ from genesys_assets.lib.recordings_staging import (
     DEFAULT_REQUESTS_PER_SECOND,
     MANIFEST_SCHEMA,
     QUARANTINED,
+    SOURCE_AUDIO,
     StagingSettings,
     day_prefix,
     stage_all,
@@ -253,6 +254,10 @@ class StagedRecordingsConfig(dg.Config):
     multipart_threshold_mb: int = Field(
         default=64, ge=5, description="Files this large go up in 8 MiB multipart parts; smaller ones in one PUT.")
     verify_attempts: int = Field(default=6, ge=1, description="HEADs (exponential backoff) before a PUT counts.")
+    source_audio: str | None = Field(
+        default=None, description="'raw' or 'masked': whether PureConnect's recording files keep what its UI masks "
+        "(card numbers, SSNs), as your security team confirmed. Unset: env PURECONNECT_RECORDING_AUDIO; nothing is "
+        "staged until it is stated. Each object is tagged source-audio=<value>.")
 
 
 @dg.asset(
@@ -279,11 +284,23 @@ def staged_recordings(
     day = partition_day(context)
     links = read_required(lake, paths.RECORDING_LINKS, day, "recording_links.parquet", "legacy_interactions")
     calls = links.filter(pl.col("recording_media_type") == "call")
+    source_audio = (env_default(config.source_audio, "PURECONNECT_RECORDING_AUDIO") or "").strip().lower()
+    if source_audio not in SOURCE_AUDIO:
+        raise dg.Failure(
+            f"Recordings are not staged until PURECONNECT_RECORDING_AUDIO says whether PureConnect's recording files "
+            f"are raw or masked (got {source_audio or 'nothing'!r}). PureConnect can mask card numbers and SSNs in "
+            "its UI while the files on disk keep them (seed 001). Ask your security team, then set it to 'raw' or "
+            "'masked' (or the asset's source_audio config).", allow_retries=False)
     settings = StagingSettings(bucket=env_default(config.bucket, "GENESYS_STAGING_BUCKET"),
                                multipart_threshold=config.multipart_threshold_mb * 1024 * 1024,
-                               verify_attempts=config.verify_attempts)
+                               verify_attempts=config.verify_attempts, source_audio=source_audio)
     if not settings.bucket:
         raise dg.Failure("No staging bucket: set GENESYS_STAGING_BUCKET or the asset's bucket config")
+    if settings.source_audio == "raw":
+        context.log.warning("Recordings are staged as raw audio (PURECONNECT_RECORDING_AUDIO=raw): anything "
+                            "PureConnect masked only in its UI is audible in them. They are tagged source-audio=raw; "
+                            "redact them in Genesys Cloud (speech analytics redaction) or restrict who can read the "
+                            "bucket.")
     started = time.perf_counter()
     manifest, run = stage_all(recordings_s3.get_client(), calls.to_dicts(), day, settings, workers=config.workers,
                               requests_per_second=config.requests_per_second or None)
@@ -303,7 +320,7 @@ def staged_recordings(
         "verify_retries": run.verify_retries, "s3_requests": run.requests, "listed_existing": run.listed,
         "non_call_recordings": links.height - calls.height,
         "seconds": round(seconds, 3), "recordings_per_second": round(manifest.height / seconds, 1) if seconds else 0,
-        "bucket": settings.bucket,
+        "bucket": settings.bucket, "source_audio": settings.source_audio,
         "staged_to": dg.MetadataValue.path(f"s3://{settings.bucket}/{day_prefix(day)}"),
         "manifest_path": day_path(lake, paths.RECORDINGS_MANIFEST, day, "manifest.parquet"),
         "quarantine_path": day_path(lake, paths.quarantine_base("recordings"), day, "quarantine.parquet"),
