@@ -7,6 +7,7 @@ deleted again. Permissions are probed per asset, so a missing one is named with 
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from typing import Any, TextIO
 
 import dagster as dg
 
+from genesys_assets.lib.recordings_staging import stated_source_audio
 from genesys_assets.resources.genesys_cloud import (
     GenesysApiError,
     GenesysCloudResource,
@@ -163,6 +165,14 @@ def run_checks(resources: dict[str, Any], staging_bucket: str | None) -> list[Ch
     checks.append(_guarded("recording staging bucket", "set GENESYS_STAGING_BUCKET to a bucket these AWS "
                            "credentials may PutObject/DeleteObject in (GENESYS_S3_ENDPOINT_URL for non-AWS)", bucket,
                            "recordings_s3"))
+
+    def source_audio() -> str:
+        audio = stated_source_audio(os.environ.get("PURECONNECT_RECORDING_AUDIO"))
+        return f"{audio}: staged recordings are tagged source-audio={audio}"
+
+    checks.append(_probe("recording source audio", "ask your security team whether PureConnect's recording files "
+                         "keep what its UI masks, then set PURECONNECT_RECORDING_AUDIO to raw or masked",
+                         source_audio))
 
     def warehouse() -> str:
         with resources["warehouse"].get_connection() as connection:

@@ -121,3 +121,11 @@ def test_an_unreachable_api_host_is_named_with_the_network_fix(env: dict[str, st
         login = run_checks(resources, None)[0]
     assert not login.ok and f"reaching {closed}" in login.detail
     assert "network path to the API host" in login.fix and "GENESYS_CLIENT_SECRET" not in login.fix
+
+
+def test_an_unstated_recording_source_audio_is_named_with_what_to_do(env: dict[str, str],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _doctor(env["GENESYS_STAGING_BUCKET"])["recording source audio"].ok  # the sandbox states raw
+    monkeypatch.delenv("PURECONNECT_RECORDING_AUDIO")
+    check = _doctor(env["GENESYS_STAGING_BUCKET"])["recording source audio"]
+    assert not check.ok and "PURECONNECT_RECORDING_AUDIO" in check.detail and "security team" in check.fix

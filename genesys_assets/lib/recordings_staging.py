@@ -157,6 +157,17 @@ class WavLayout:
 SOURCE_AUDIO = ("raw", "masked")
 
 
+def stated_source_audio(value: str | None) -> str:
+    """``raw`` or ``masked`` from the PURECONNECT_RECORDING_AUDIO setting; a ValueError saying what to do else."""
+    audio = (value or "").strip().lower()
+    if audio not in SOURCE_AUDIO:
+        raise ValueError(
+            f"PURECONNECT_RECORDING_AUDIO must say whether PureConnect's recording files are raw or masked (got "
+            f"{audio or 'nothing'!r}). PureConnect can mask card numbers and SSNs in its UI while the files on disk "
+            "keep them (seed 001). Ask your security team, then set it to 'raw' or 'masked'.")
+    return audio
+
+
 @dataclass(frozen=True)
 class StagingSettings:
     bucket: str

@@ -28,10 +28,10 @@ from genesys_assets.lib.recordings_staging import (
     DEFAULT_REQUESTS_PER_SECOND,
     MANIFEST_SCHEMA,
     QUARANTINED,
-    SOURCE_AUDIO,
     StagingSettings,
     day_prefix,
     stage_all,
+    stated_source_audio,
 )
 from genesys_assets.lib.warehouse import replace_rows_together, replace_table
 from genesys_assets.resources.genesys_cloud import GenesysApiError, GenesysCloudResource, GenesysPermissionError
@@ -284,13 +284,11 @@ def staged_recordings(
     day = partition_day(context)
     links = read_required(lake, paths.RECORDING_LINKS, day, "recording_links.parquet", "legacy_interactions")
     calls = links.filter(pl.col("recording_media_type") == "call")
-    source_audio = (env_default(config.source_audio, "PURECONNECT_RECORDING_AUDIO") or "").strip().lower()
-    if source_audio not in SOURCE_AUDIO:
-        raise dg.Failure(
-            f"Recordings are not staged until PURECONNECT_RECORDING_AUDIO says whether PureConnect's recording files "
-            f"are raw or masked (got {source_audio or 'nothing'!r}). PureConnect can mask card numbers and SSNs in "
-            "its UI while the files on disk keep them (seed 001). Ask your security team, then set it to 'raw' or "
-            "'masked' (or the asset's source_audio config).", allow_retries=False)
+    try:
+        source_audio = stated_source_audio(env_default(config.source_audio, "PURECONNECT_RECORDING_AUDIO"))
+    except ValueError as exc:
+        raise dg.Failure(f"No recording was staged: {exc} (Or set the asset's source_audio config.)",
+                         allow_retries=False) from None
     settings = StagingSettings(bucket=env_default(config.bucket, "GENESYS_STAGING_BUCKET"),
                                multipart_threshold=config.multipart_threshold_mb * 1024 * 1024,
                                verify_attempts=config.verify_attempts, source_audio=source_audio)
