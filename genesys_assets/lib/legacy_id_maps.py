@@ -83,7 +83,7 @@ def validate_map(kind: str, csv: pl.DataFrame, directory: pl.DataFrame) -> pl.Da
     problem = (pl.when(pl.col("legacy_id").is_null() | (pl.col("legacy_id") == "")).then(pl.lit("empty legacy id"))
                .when(~pl.col("cloud_id").fill_null("").str.contains(_UUID)).then(pl.lit("cloud id is not a UUID"))
                .when(dup_conflict).then(pl.lit("legacy id mapped to several cloud ids"))
-               .when(repeat).then(pl.lit("repeats an earlier row's legacy id and cloud id (that row is used)"))
+               .when(repeat).then(pl.lit("repeats an earlier row's legacy id and cloud id (only the first counts)"))
                .when(pl.col("directory_name").is_null()).then(pl.lit("cloud id not found in the directory"))
                .otherwise(pl.lit(None, dtype=pl.String)))
     return joined.with_columns(pl.lit(kind).alias("kind"), problem.alias("problem")).with_columns(

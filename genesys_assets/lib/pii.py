@@ -119,7 +119,7 @@ class AddressHasher:
 
     def hash_if_phone(self, s: pl.Series, pattern: str = PHONE_VALUE.pattern) -> pl.Series:
         """Replace the values that look like phone numbers by their hash; keep the others (only those are hashed)."""
-        looks = s.str.contains(pattern)
+        looks = s.str.contains(f"(?i){pattern}")  # as PHONE_VALUE and PHONE_ATTRIBUTE_RE match: TEL: is tel:
         if not looks.any():
             return s
         return s.clone().scatter(looks.arg_true(), self.hash_series(s.filter(looks)))

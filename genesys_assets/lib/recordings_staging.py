@@ -51,7 +51,7 @@ from datetime import date
 from itertools import chain
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import av
 import polars as pl
@@ -681,6 +681,9 @@ def stage_recording(s3: Any, link: dict[str, Any], day: date, settings: StagingS
                 head = head_or_none(s3, settings.bucket, key)
             if head is not None and _head_matches(head, size, checksum, content_type) is None:
                 result.verify_attempts = 1  # already there and complete: that HEAD is the verification
+                # Its tags as of this run (source-audio, retention may have been restated since it was staged).
+                s3.put_object_tagging(Bucket=settings.bucket, Key=key, Tagging={
+                    "TagSet": [{"Key": k, "Value": v} for k, v in parse_qsl(tags)]})
             else:
                 extra = {"ContentType": content_type, "ServerSideEncryption": "AES256", "Tagging": tags,
                          "Metadata": {"sha256": sha, "legacy-recording-id": link["recording_id"]}}

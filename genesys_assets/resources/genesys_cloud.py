@@ -142,7 +142,8 @@ class GenesysCloudResource(dg.ConfigurableResource):
     job_poll_initial_seconds: float = Field(default=10.0, description="First details-job poll interval.")
     job_poll_max_seconds: float = Field(default=120.0, description="Poll interval cap (doubles up to it).")
     job_deadline_seconds: float = Field(
-        default=3600.0, description="A job still QUEUED/PENDING after this is deleted and the step fails."
+        default=3600.0, description="A job still QUEUED/PENDING after this is deleted; conversation_details then "
+        "re-runs the day in its next, narrower windows, webchat_archive fails the step."
     )
     max_connections: int = Field(default=32, description="HTTP connection pool size (≥ worker threads).")
     extra_headers: dict[str, str] = Field(

@@ -70,7 +70,7 @@ def region_hosts(region: str) -> GenesysHosts:
 
 def region_of_host(url: str) -> str | None:
     """The region whose API or login host ``url`` is on; None for any other host (the emulator, a proxy)."""
-    host = (urlsplit(url).hostname or "").lower()
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")  # "api.mypurecloud.ie." is the same host
     for region, domain in REGION_DOMAINS.items():
         if host in (f"api.{domain}", f"login.{domain}"):
             return region
@@ -126,7 +126,7 @@ def _check_same_region(region: str | None, *urls: str) -> None:
     named = {url: found for url in urls if (found := region_of_host(url))}
     wanted = {normalise_region(region)} if region and named else set()
     if len(set(named.values()) | wanted) > 1:
-        hosts = ", ".join(f"{url} is {found}" for url, found in named.items())
+        hosts = ", ".join(f"{urlsplit(url).hostname} is {found}" for url, found in named.items())
         raise RegionConflictError(
             f"The Genesys Cloud settings name different regions: GENESYS_REGION={region!r}; {hosts}. "
             "Set GENESYS_REGION to the region of the hosts, or leave the base URLs unset to use the region's own."

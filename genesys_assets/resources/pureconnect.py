@@ -137,8 +137,8 @@ _URI_FORMS = "mssql://user:password@host:1433/I3_IC, oracle://user:password@host
 def _userinfo(uri: str) -> re.Match[str] | None:
     """``scheme://user:`` and the password of ``uri``, or None when it has no password before its host."""
     hosted = _USERINFO_HOSTED.match(uri)
-    if hosted:
-        return hosted
+    if hosted and not ("@" in hosted.group(1) and _PORT_AND_PATH.match(hosted.group(2))):
+        return hosted  # (a user@host:1433/db?x=a@b/c has an "@" in its user part and a port, not a password)
     loose = _USERINFO_ANY.match(uri)
     return None if loose is None or _PORT_AND_PATH.match(loose.group(2)) else loose
 

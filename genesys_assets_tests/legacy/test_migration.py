@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -162,8 +161,6 @@ def test_recordings_wait_until_the_source_audio_is_stated(env: Env, tmp_path: Pa
     lake_dir = tmp_path / "lake"
     resources = env.resources(lake_dir=lake_dir)
     assert env.materialize(resources=resources, selection=[legacy.legacy_interactions]).success
-    s3 = resources["recordings_s3"].get_client()
-    before = s3.list_objects_v2(Bucket=os.environ["GENESYS_STAGING_BUCKET"]).get("KeyCount")
     for value in (None, "unknown"):
         if value is None:
             monkeypatch.delenv("PURECONNECT_RECORDING_AUDIO")
@@ -173,8 +170,7 @@ def test_recordings_wait_until_the_source_audio_is_stated(env: Env, tmp_path: Pa
         (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
         message = failure.event_specific_data.error.message
         assert "PURECONNECT_RECORDING_AUDIO" in message and "'raw' or 'masked'" in message
-    assert s3.list_objects_v2(Bucket=os.environ["GENESYS_STAGING_BUCKET"]).get("KeyCount") == before
-    assert paths.read_day(resources["lake"], paths.RECORDINGS_MANIFEST, DAY, "manifest.parquet") is None
+    assert paths.read_day(resources["lake"], paths.RECORDINGS_MANIFEST, DAY, "manifest.parquet") is None  # none run
 
 
 def test_the_playback_check_fails_on_a_damaged_or_a_missing_staged_recording(env: Env, first_run) -> None:

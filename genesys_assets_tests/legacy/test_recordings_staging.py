@@ -355,8 +355,21 @@ def test_a_rerun_lists_once_and_only_verifies(s3: Any, tmp_path: Path) -> None:
     first, run1 = rs.stage_all(s3, links, day, SETTINGS, workers=3)
     assert (run1.listed, run1.uploaded, run1.requests) == (True, 3, 1 + 3 + 1)  # LIST, a PUT each, LIST confirming
     second, run2 = rs.stage_all(s3, links, day, SETTINGS, workers=3)
-    assert (run2.uploaded, run2.already_present, run2.requests) == (0, 3, 1 + 3)  # LIST, then one HEAD each
+    # LIST, then a HEAD and a tagging PUT each: the tags are restated, the bytes are not sent again.
+    assert (run2.uploaded, run2.already_present, run2.requests) == (0, 3, 1 + 3 + 3)
     assert first.equals(second)
+
+
+def test_a_rerun_restates_the_tags_of_objects_already_staged(s3: Any, tmp_path: Path) -> None:
+    # Staged as raw, then the security team says masked: the objects' tags must say so, not only the manifest.
+    day = date(2026, 1, 4)
+    links = _links(tmp_path, 2)
+    rs.stage_all(s3, links, day, rs.StagingSettings(bucket=STAGING_BUCKET, source_audio="raw"))
+    again, run = rs.stage_all(s3, links, day, rs.StagingSettings(bucket=STAGING_BUCKET, source_audio="masked"))
+    assert run.uploaded == 0
+    for key in again["key"]:
+        tags = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=STAGING_BUCKET, Key=key)["TagSet"]}
+        assert tags["source-audio"] == "masked" and tags["legacy-recording-id"].startswith("R")
 
 
 def test_a_listed_object_whose_head_disagrees_is_uploaded_again(s3: Any, tmp_path: Path) -> None:

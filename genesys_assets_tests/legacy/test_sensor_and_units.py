@@ -113,11 +113,13 @@ def test_custom_attribute_strings_that_are_phone_numbers_are_hashed() -> None:
     hasher = AddressHasher("k" * 32)
     custom = {c: None for c in pc.INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA}
     custom.update(InteractionIDKey="K-1", SiteID=1, SeqNo=0, CustomNum1=42, CustomString1="tel:+1 317 555 0177",
-                  CustomString2="+13175550177", CustomString3="gold", CustomString4="11748334")
+                  CustomString2="+13175550177", CustomString3="gold", CustomString4="11748334",
+                  CustomString5="TEL:+13175550177")
     day.custom_attributes = pl.DataFrame([custom], schema=pc.INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA)
     record = li.normalise_day(day, DAY, "America/New_York", hasher).interactions.row(0, named=True)
     attributes = json.loads(record["custom_attributes"])
     assert attributes["CustomString1"] == attributes["CustomString2"] == hasher.hash("+13175550177")
+    assert attributes["CustomString5"] == hasher.hash("+13175550177")  # TEL: is tel:, as in the raw pages
     assert (attributes["CustomNum1"], attributes["CustomString3"]) == (42, "gold")
     assert attributes["CustomString4"] == "11748334"  # digits alone are account numbers, as in Cloud attributes
     assert "555" not in record["custom_attributes"]

@@ -14,7 +14,8 @@ import duckdb
 import orjson
 import pytest
 
-from genesys_assets.lib.pii import AddressHasher
+from genesys_assets.lib.pii import HASHED_PREFIX, AddressHasher
+from genesys_assets.lib.raw_redaction import redact_page
 from genesys_assets.lib.webchat_audit import audit_event, audit_path, upsert_events
 from genesys_assets.lib.webchat_parts import Checkpoint, PartWriter, ResumeError, iter_gzip_lines, read_chunks
 from genesys_assets.lib.webchat_policy import (
@@ -97,7 +98,10 @@ def test_a_participant_name_that_is_a_phone_number_is_archived_as_its_hash() -> 
                     *CONVERSATION["participants"][1:]]
     record = build_record({**CONVERSATION, "participants": participants}, BULK, HASHER)
     names = [p["name"] for p in record["participants"]]
-    assert names == [HASHER.hash("+13175550100"), "Agent One"]  # the hash the analytics participants table holds
+    # The value the analytics participants table holds: the raw landing's redaction of the same name.
+    page = redact_page(orjson.dumps({"conversations": [{**CONVERSATION, "participants": participants}]}), HASHER)
+    landed = orjson.loads(page)["conversations"][0]["participants"][0]["participantName"]
+    assert names == [landed, "Agent One"] and landed == HASHED_PREFIX + HASHER.hash("+13175550100")
     assert "555" not in orjson.dumps(record["participants"]).decode()
 
 

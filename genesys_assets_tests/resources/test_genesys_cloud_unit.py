@@ -101,6 +101,10 @@ def test_a_region_host_logs_in_at_its_region_login_host() -> None:
     assert region_of_host("https://login.usw2.pure.cloud/oauth") == "us_west_2"
     assert region_of_host("http://127.0.0.1:8123") is None
     assert region_of_host("https://api.mypurecloud.ie.evil.example") is None
+    assert region_of_host("https://API.MyPureCloud.ie.:443/api") == "eu_west_1"  # case, port, trailing dot
+    with pytest.raises(RegionConflictError) as conflict:
+        resolve_hosts("us_east_1", "https://user:s3cret@api.mypurecloud.ie.")
+    assert "api.mypurecloud.ie. is eu_west_1" in str(conflict.value) and "s3cret" not in str(conflict.value)
 
 
 def test_hosts_of_another_region_than_the_one_named_are_a_config_error() -> None:
@@ -108,7 +112,7 @@ def test_hosts_of_another_region_than_the_one_named_are_a_config_error() -> None
                                     client_id="id", client_secret="secret")
     with pytest.raises(GenesysConfigError) as info:
         resource.get_client()
-    assert "'eu_west_1'" in str(info.value) and "https://api.mypurecloud.com is us_east_1" in str(info.value)
+    assert "'eu_west_1'" in str(info.value) and "api.mypurecloud.com is us_east_1" in str(info.value)
     with pytest.raises(RegionConflictError, match=r"login\.mypurecloud\.de is eu_central_1"):
         resolve_hosts(None, "https://api.mypurecloud.ie", "https://login.mypurecloud.de")
     with pytest.raises(RegionConflictError, match=r"login\.mypurecloud\.de is eu_central_1"):

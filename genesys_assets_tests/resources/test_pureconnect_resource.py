@@ -452,3 +452,5 @@ def test_a_user_name_with_an_at_sign_still_has_its_password_redacted(password: s
         assert password not in text
     assert r.redacted_uri == "mssql://admin@myserver:***@127.0.0.1:1/I3_IC"
     assert pc.redact_uri("mssql://admin@myserver@127.0.0.1:1/I3_IC") == "mssql://admin@myserver@127.0.0.1:1/I3_IC"
+    # No password: an "@" in the query and a "/" after it must not make the port and database one.
+    assert pc.redact_uri("mssql://user@host:1433/I3_IC?x=a@b/c") == "mssql://user@host:1433/I3_IC?x=a@b/c"
