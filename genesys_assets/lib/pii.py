@@ -24,7 +24,7 @@ PHONE_REDACTED = "[phone]"
 # Marks a value hashed upstream (the raw landing zone, see ``lib/raw_redaction.py``): it is kept, not re-hashed.
 HASHED_PREFIX = "hmac:"
 # Only the prefix and a whole hash: a source value that merely starts with "hmac:" is hashed like any other.
-_HASHED_VALUE = re.compile(r"hmac:[0-9a-f]{32}")
+_HASHED_VALUE = re.compile(re.escape(HASHED_PREFIX) + "[0-9a-f]{32}")
 
 
 def is_hashed(value: str) -> bool:
@@ -123,6 +123,12 @@ class AddressHasher:
         if not looks.any():
             return s
         return s.clone().scatter(looks.arg_true(), self.hash_series(s.filter(looks)))
+
+
+def marked_hash_if_phone(name: str, hasher: AddressHasher) -> str:
+    """A display name that is just a phone number → ``hmac:`` + its hash (marked: names are otherwise clear text);
+    any other name as it is. The raw landing's and the web messaging archive's rule."""
+    return HASHED_PREFIX + hasher.hash(name) if PHONE_VALUE.match(name) else name
 
 
 def as_hasher(hmac_key: bytes | str | AddressHasher) -> AddressHasher:

@@ -31,9 +31,9 @@ from genesys_assets.lib.pii import (
     PHONE_ATTRIBUTE_RE,
     PHONE_IN_TEXT,
     PHONE_REDACTED,
-    PHONE_VALUE,
     AddressHasher,
     is_hashed,
+    marked_hash_if_phone,
 )
 
 ADDRESS_KEYS = frozenset({"ani", "dnis", "sessionDnis", "addressFrom", "addressTo", "addressOther", "addressSelf",
@@ -239,7 +239,7 @@ class _PageRedactor:
         return self._hash(value) if PHONE_ATTRIBUTE_RE.match(value) else value
 
     def _name(self, value: str) -> str:
-        return self._hash(value) if PHONE_VALUE.match(value) else value
+        return marked_hash_if_phone(value, self._hasher)  # each distinct name once: _replace learns the answers
 
     @staticmethod
     def _text(value: str) -> str:

@@ -53,10 +53,11 @@ def effective_region(configured_region: str | None, api_base_url: str) -> str:
         return host_region
     if configured_region and configured_region.strip():
         return canonical_region(configured_region)
-    if _is_loopback(urlsplit(api_base_url).hostname or ""):
+    host = urlsplit(api_base_url).hostname or ""
+    if _is_loopback(host):
         return SANDBOX_REGION
     raise ArchivePolicyError(
-        f"Data residency: the Genesys Cloud API host {urlsplit(api_base_url).hostname!r} is not a region's own "
+        f"Data residency: the Genesys Cloud API host {host!r} is not a region's own "
         "host and no GENESYS_REGION is set, so the region the data lives in is unknown. Nothing was extracted. "
         "Set GENESYS_REGION to the region behind that host."
     )

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
-from genesys_assets.lib.pii import HASHED_PREFIX, PHONE_VALUE, AddressHasher
+from genesys_assets.lib.pii import AddressHasher, marked_hash_if_phone
 from genesys_assets.resources.genesys_cloud_client import parse_genesys_datetime
 
 #: The archive's field set. A dict value is the allow-list of a nested object (or of each object of a list);
@@ -213,11 +213,6 @@ def message_record(entity: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _name(value: Any, hasher: AddressHasher) -> Any:
-    """A name that is a phone number → ``hmac:`` + its hash, the value the analytics participants table holds."""
-    return HASHED_PREFIX + hasher.hash(value) if isinstance(value, str) and PHONE_VALUE.match(value) else value
-
-
 def build_record(conversation: Mapping[str, Any], messages: Sequence[Mapping[str, Any]],
                  hasher: AddressHasher) -> dict[str, Any]:
     """The archive line of one conversation: details-job conversation + its bulk messages, stripped.
@@ -240,7 +235,8 @@ def build_record(conversation: Mapping[str, Any], messages: Sequence[Mapping[str
         "endTime": conversation.get("conversationEnd"),
         "mediaType": MEDIA_TYPE,
         "participants": [
-            {"id": p.get("participantId"), "type": p.get("purpose"), "name": _name(p.get("participantName"), hasher)}
+            {"id": p.get("participantId"), "type": p.get("purpose"), "name": (
+                marked_hash_if_phone(name, hasher) if isinstance(name := p.get("participantName"), str) else name)}
             for p in conversation.get("participants") or []
         ],
         "messages": ordered,

@@ -57,6 +57,11 @@ def env_default(value: str | None, name: str, default: str = "") -> str:
     return value if value is not None else os.environ.get(name, default)
 
 
+def _first_ids(rows: pl.DataFrame, n: int = 20) -> str:
+    """The first ``n`` legacy ids of ``rows``, for a warning that names them without flooding the log."""
+    return ", ".join(rows["x_legacy_id"].head(n).to_list())
+
+
 def partition_day(context: dg.AssetExecutionContext) -> date:
     return date.fromisoformat(context.partition_key)
 
@@ -110,12 +115,11 @@ def legacy_interactions(
     stats = result.stats
     if stats["skipped_duplicates"]:
         context.log.warning("%d byte-identical duplicate row(s) skipped once: %s", stats["skipped_duplicates"],
-                            ", ".join(result.skipped_duplicates["x_legacy_id"].to_list()[:20]))
+                            _first_ids(result.skipped_duplicates))
     if stats["end_before_start_repaired"]:  # clock skew between PureConnect servers (seed 001, edge case 1)
         context.log.warning("%d row(s) ended before they started: start and end swapped, flagged "
                             "end_before_start_repaired: %s", stats["end_before_start_repaired"],
-                            ", ".join(result.interactions.filter("end_before_start_repaired")["x_legacy_id"]
-                                      .to_list()[:20]))
+                            _first_ids(result.interactions.filter("end_before_start_repaired")))
     if stats["quarantined"]:
         context.log.warning("%d row(s) quarantined: %s", stats["quarantined"],
                             dict(result.quarantined.group_by("reason").len().iter_rows()))
