@@ -61,14 +61,16 @@ def prepare_dagster_home() -> Path:
     return home
 
 
-def _wait_for_interrupt() -> None:
+def _stop_on_signal() -> threading.Event:
+    """From now on SIGTERM sets the returned event and Ctrl-C raises KeyboardInterrupt, also when we were started
+    with SIGINT ignored (a shell's background job: Python then installs no handler and the interrupt is lost).
+
+    Installed before anything starts, so a signal that lands while the services start or announce themselves
+    still stops them cleanly."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    # Ctrl-C must stop us even when started from a shell's background job, which starts us with SIGINT ignored
-    # (Python then installs no handler, and the interrupt would be lost).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    with suppress(KeyboardInterrupt):
-        stop.wait()
+    return stop
 
 
 def _sandbox(args: argparse.Namespace) -> Sandbox:
@@ -81,7 +83,8 @@ def _sandbox(args: argparse.Namespace) -> Sandbox:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    with _sandbox(args) as sandbox:
+    stop = _stop_on_signal()
+    with suppress(KeyboardInterrupt), _sandbox(args) as sandbox:
         assert sandbox.endpoints is not None
         print(f"Sandbox running; endpoints and sandbox credentials in {sandbox.endpoints_file}")
         print(f"  Genesys Cloud API  {sandbox.endpoints.genesys_api_base_url}")
@@ -89,7 +92,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         print(f"  PureConnect        {sandbox.endpoints.pureconnect_uri}")
         print(f"  data-lake webhook  {sandbox.endpoints.webhook_url}")
         print("Press Ctrl-C to stop.", flush=True)
-        _wait_for_interrupt()
+        stop.wait()
     return 0
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -95,6 +96,50 @@ def test_sandbox_serves_until_interrupted_and_cleans_up(tmp_path: Path, sigint: 
         log.seek(0)
         assert code == 0, log.read()
     assert not endpoints_file.exists()  # a stale file must never point at servers that are gone
+
+
+# Ctrl-C delivered while the sandbox announces its endpoints (it has published endpoints.json just before): the
+# moment a script that waits for that file, as the test above does, is most likely to send it.
+_CTRL_C_WHILE_ANNOUNCING = """
+import builtins, os, signal, sys
+from genesys_assets import cli
+
+def announce(*args, **kwargs):
+    builtins.print(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGINT)
+
+cli.print = announce
+cli.main(sys.argv[1:])
+"""
+
+
+def test_ctrl_c_while_the_sandbox_announces_itself_still_stops_it_cleanly(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    done = subprocess.run([sys.executable, "-c", _CTRL_C_WHILE_ANNOUNCING, "sandbox", "--start", "2026-11-02",
+                           "--end", "2026-11-02", *SMALL], env=_env(home), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    assert "Sandbox running" in done.stdout
+    assert not (home / "sandbox" / "endpoints.json").exists()
+
+
+def test_a_start_that_fails_part_way_stops_what_already_started(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from genesys_assets.sandbox.s3 import SandboxS3
+    from genesys_assets.sandbox.services import Sandbox
+
+    def interrupted(self: SandboxS3) -> SandboxS3:
+        raise KeyboardInterrupt  # Ctrl-C after the emulator is serving, before S3 is
+
+    monkeypatch.setattr(SandboxS3, "start", interrupted)
+    sandbox = Sandbox(tmp_path, start=date(2026, 11, 2), end=date(2026, 11, 2), conversations_per_day=10,
+                      interactions_per_day=5)
+    with pytest.raises(KeyboardInterrupt):
+        sandbox.start()
+    assert sandbox.emulator.base_url  # it had started ...
+    with pytest.raises(OSError):  # ... and no longer answers
+        urllib.request.urlopen(f"{sandbox.emulator.base_url}/__sandbox__/webhooks", timeout=5)
+    assert not sandbox.endpoints_file.exists()
 
 
 def test_demo_materializes_every_asset_and_keeps_run_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -583,7 +583,7 @@ class GenesysCloudClient:
         deadline = started + settings.request_deadline_seconds
         attempt = 0  # counts against max_attempts
         sent = 0  # every request on the wire, including the free retry after a 401
-        refreshed_after_401 = False
+        retrying_after_401 = False  # this attempt carries the token fetched because the last one answered 401
         last_status: int | None = None
         last_error: str | None = None
         while True:
@@ -622,15 +622,18 @@ class GenesysCloudClient:
                 if status < 400:
                     return response
                 last_status, last_error = status, None
-                if status == 401 and authenticated and not refreshed_after_401:
-                    # The token expired or was revoked server-side: refresh once, retry for free.
-                    refreshed_after_401 = True
+                if status == 401 and authenticated and not retrying_after_401:
+                    # The token expired or was revoked server-side: refresh, retry for free. A token fetched for
+                    # this retry and refused at once is final; one that expires later in the call (a 429 or 5xx
+                    # and its wait in between) is refreshed again.
+                    retrying_after_401 = True
                     self._invalidate(token)
                     attempt -= 1
                     self._stats.add(retries=1)
-                    log.info("%s answered 401; refreshing the access token and retrying once", endpoint)
+                    log.info("%s answered 401; refreshing the access token and retrying", endpoint)
                     continue
                 if status == 429 or (status >= 500 and status not in (501, 505)):
+                    retrying_after_401 = False
                     retry_after_header = response.headers.get("Retry-After")
                     retry_after = parse_retry_after(retry_after_header, cap=settings.retry_after_max_seconds)
                     if status == 429:

@@ -232,7 +232,9 @@ class SandboxS3:
         return self._server.head_lag.misses
 
     def stop(self) -> None:
-        self._server.stop()
+        if self.endpoint_url:  # started; moto's stop fails on a server that never started
+            self._server.stop()
+            self.endpoint_url = ""
 
     def __enter__(self) -> SandboxS3:
         return self.start()

@@ -114,6 +114,15 @@ class Sandbox:
         return self.dir / "endpoints.json"
 
     def start(self) -> Sandbox:
+        """Build the site, start both servers, publish the endpoints; on any failure (Ctrl-C included) stop what
+        already started, so no server outlives a start that did not finish."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Sandbox:
         self.dir.mkdir(parents=True, exist_ok=True)
         site = build_site(
             self.dir / "pureconnect",

@@ -49,24 +49,6 @@ def clean_digests(clean_lake: Path) -> dict[str, str]:
     return digests
 
 
-def _expire_first_job(emulator: GenesysEmulator) -> threading.Thread:
-    """Jobs submitted from now on EXPIRE until the first one is accepted; then they are fulfilled again."""
-    emulator.set_faults(job_outcome="EXPIRED")
-
-    def watch() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if any(e["method"] == "POST" and e["path"].endswith("/details/jobs") and e["status"] == 202
-                   for e in emulator.request_log()):
-                emulator.set_faults(job_outcome="FULFILLED")
-                return
-            time.sleep(0.005)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
 def _expire_tokens_mid_paging(emulator: GenesysEmulator) -> threading.Thread:
     """Once two result pages were served, every token expires server-side: the next page answers 401."""
 
@@ -80,15 +62,14 @@ def _expire_tokens_mid_paging(emulator: GenesysEmulator) -> threading.Thread:
 def test_faults_give_the_fault_free_output(emulator: GenesysEmulator, clean_digests: dict[str, str],
                                            tmp_path: Path) -> None:
     emulator.clear_request_log()
-    watcher = _expire_first_job(emulator)
+    emulator.fail_next_jobs("EXPIRED")  # the first job expires; its resubmission is fulfilled
     emulator.set_faults(rate_429=0.15, retry_after="1", rate_5xx=0.1, latency_seconds=0.05)
     expiring = _expire_tokens_mid_paging(emulator)
     try:
         result = materialize(resources(emulator, tmp_path), DAY, "conversation_details", "wrapup_facts",
                              config={"conversation_details": {"page_size": 50}})
     finally:
-        emulator.set_faults(rate_429=0.0, rate_5xx=0.0, latency_seconds=0.0, job_outcome="FULFILLED")
-        watcher.join(timeout=1)
+        emulator.set_faults(rate_429=0.0, rate_5xx=0.0, latency_seconds=0.0)
         expiring.join(timeout=1)
     assert table_digests(tmp_path / "lake", DAY, (*TABLES, "wrapup_facts")) == clean_digests
     md = metadata(result, "conversation_details")

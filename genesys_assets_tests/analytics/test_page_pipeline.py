@@ -91,7 +91,7 @@ def test_prefetch_overlaps_waits_with_the_callers_work() -> None:
     with Prefetch(Source(5, delay=0.2)) as items:
         for _ in items:
             time.sleep(0.2)
-    assert time.monotonic() - started < 1.7
+    assert time.monotonic() - started < 1.95  # in sequence it cannot take less than 2 s of sleeps
 
 
 def test_an_error_in_the_thread_is_raised_in_the_caller_as_the_same_exception() -> None:

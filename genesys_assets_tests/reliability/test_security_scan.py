@@ -150,7 +150,8 @@ def test_presigned_upload_urls_expire(sandbox: Sandbox) -> None:
     s.headers["Authorization"] = f"Bearer {token}"
     url = f"{emulator.base_url}/api/v2/uploads/recordings"
     assert s.post(url, json={"fileName": "a.wav", "signedUrlTimeoutSeconds": 10**7}, timeout=10).status_code == 400
-    grant = s.post(url, json={"fileName": "a.wav", "signedUrlTimeoutSeconds": 1, "serverSideEncryption": "AES256"},
+    # 3 s, not 1: the expiry counts from the whole second the URL was signed in (as S3's X-Amz-Date does).
+    grant = s.post(url, json={"fileName": "a.wav", "signedUrlTimeoutSeconds": 3, "serverSideEncryption": "AES256"},
                    timeout=10).json()
     assert grant["headers"]["x-amz-server-side-encryption"] == "AES256"
     fresh = requests.put(grant["url"], data=b"RIFF", headers=grant["headers"], timeout=10)

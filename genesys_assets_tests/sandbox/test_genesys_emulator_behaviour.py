@@ -8,6 +8,7 @@ import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -34,9 +35,9 @@ def _day_ms(day: date) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------- jobs
 
 def test_job_state_machine_queued_pending_fulfilled(api: Api, past_day: date) -> None:
-    job = _submit(api, {"interval": day_interval(past_day)}, fault="job_delay_seconds=0.6")
+    job = _submit(api, {"interval": day_interval(past_day)}, fault="job_delay_seconds=1.6")  # 0.8 s a state
     seen = []
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         state = api.get(f"{JOBS}/{job}").json()["state"]
         if not seen or seen[-1] != state:
@@ -355,7 +356,7 @@ def test_presigned_put_upload_and_expiry(emulator: GenesysEmulator, api: Api) ->
     data = b"RIFF....WAVEfmt "
     md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
     grant = api.post("/api/v2/uploads/recordings", {"fileName": "rec 1.wav", "contentMd5": md5,
-                                                     "contentType": "audio/wav", "signedUrlTimeoutSeconds": 1,
+                                                     "contentType": "audio/wav", "signedUrlTimeoutSeconds": 3,
                                                      "serverSideEncryption": "AES256"}).json()
     put = requests.put(grant["url"], data=data, headers=grant["headers"], timeout=5)
     assert put.status_code == 200
@@ -363,7 +364,10 @@ def test_presigned_put_upload_and_expiry(emulator: GenesysEmulator, api: Api) ->
     assert stored and stored[0]["size"] == len(data) and stored[0]["serverSideEncryption"] == "AES256"
     tampered = grant["url"].replace("X-Signature=", "X-Signature=00")
     assert requests.put(tampered, data=data, timeout=5).status_code == 403
-    time.sleep(2.1)
+    # As S3's X-Amz-Date, the expiry counts from the whole second the URL was signed in: a 1 s URL may be dead
+    # before its first PUT, so the test's URL lives 3 s and the test then waits for it to run out.
+    expires = int(parse_qs(urlsplit(grant["url"]).query)["X-Expires"][0])
+    time.sleep(max(0.0, expires - time.time()) + 0.1)
     expired = requests.put(grant["url"], data=data, headers=grant["headers"], timeout=5)
     assert expired.status_code == 403 and b"expired" in expired.content
 

@@ -15,7 +15,6 @@ import hashlib
 import io
 import sqlite3
 import struct
-import time
 import xml.etree.ElementTree as ET
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -390,15 +389,13 @@ def test_same_seed_and_day_give_identical_rows_and_files(site: PureConnectSite, 
     assert _snapshot(other_seed, day)[1] != _snapshot(site, day)[1]
 
 
-def test_rebuild_is_a_quick_no_op_and_new_params_rebuild_the_day(tmp_path: Path) -> None:
+def test_rebuild_is_a_no_op_and_new_params_rebuild_the_day(tmp_path: Path) -> None:
     day = DAYS[0]
     s = build_site(tmp_path, day, day, interactions_per_day=30)
     before = _snapshot(s, day)
     wav = next(p for p in s.recordings_dir.rglob("*.wav"))
     mtime = wav.stat().st_mtime_ns
-    started = time.perf_counter()
-    build_site(tmp_path, day, day, interactions_per_day=30)
-    assert time.perf_counter() - started < 0.5
+    build_site(tmp_path, day, day, interactions_per_day=30)  # nothing rewritten: same files, same rows
     assert wav.stat().st_mtime_ns == mtime and _snapshot(s, day) == before
     s2 = build_site(tmp_path, day, day, interactions_per_day=20)
     assert s2.day_stats(day).interactions == 20
