@@ -109,7 +109,7 @@ def test_429_and_5xx_on_the_bulk_endpoint_give_a_complete_identical_archive(
     emu: GenesysEmulator, tmp_path: Path, clean_run: tuple[Path, dg.ExecuteInProcessResult]
 ) -> None:
     resources = make_resources(emu, tmp_path, max_attempts=12,
-                               extra_headers={"X-Sandbox-Fault": "rate_429=0.15;rate_5xx=0.1;retry_after=0"})
+                               extra_headers={"X-Sandbox-Fault": "rate_429=0.15;rate_5xx=0.2;retry_after=0"})
     result = archive(resources, tmp_path)
     assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
     bulk = [r for r in emu.request_log() if r["path"].endswith("/messages/bulk")]
