@@ -7,7 +7,8 @@ returns (routing ids, queue and user references, addresses, attributes, debug or
 
 ``ALLOW_LIST`` is the single declaration of that field set: ``strip`` applies it to any object, and
 ``keys_outside`` proves a stored line obeys it (the integrity check). The builder maps the real API shapes onto
-the seed's names; its output still goes through ``strip``, so a mapping mistake cannot leak a field.
+the seed's names; its output still goes through ``strip``, so a mapping mistake cannot leak a field. An
+attachment's URL is kept without the signature or token a presigned URL carries (``unsigned_url``).
 
 Where the fields come from (the real Genesys Cloud API, PureCloudPlatformClientV2 269 models):
 
@@ -21,9 +22,11 @@ Where the fields come from (the real Genesys Cloud API, PureCloudPlatformClientV
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from genesys_assets.lib.pii import AddressHasher, marked_hash_if_phone
 from genesys_assets.resources.genesys_cloud_client import parse_genesys_datetime
@@ -176,10 +179,42 @@ def chunks(items: Sequence[str], size: int = BULK_MAX_IDS) -> Iterator[list[str]
         yield list(items[start:start + size])
 
 
+#: Query parameters that make a URL a credential (AWS SigV4 and SigV2, CloudFront, Azure SAS, Google Cloud Storage).
+_SIGNING_PARAMETERS = frozenset({
+    "x-amz-signature", "x-amz-credential", "x-amz-security-token", "signature", "awsaccesskeyid", "key-pair-id",
+    "policy", "sig", "x-goog-signature", "x-goog-credential", "googleaccessid", "access_token", "token",
+})
+
+
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@")
+
+
+def unsigned_url(url: Any) -> Any:
+    """An attachment's address without what would let anyone fetch it: a presigned URL is a bearer credential
+    until it expires (an STS token in ``X-Amz-Security-Token``), and the archive is kept for years. A URL that
+    carries a signature or token (in its query or fragment) loses both: the rest only qualifies the signature. A
+    user:password@ goes too. A malformed URL keeps only what precedes its query; anything that is not an http(s)
+    URL is kept as it came."""
+    if not isinstance(url, str):
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: what follows cannot be told safe
+        return _USERINFO.sub(r"\1", url.split("?", 1)[0].split("#", 1)[0])
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return url
+    query, fragment = parts.query, parts.fragment
+    if any(name.lower() in _SIGNING_PARAMETERS
+           for name, _ in parse_qsl(query, keep_blank_values=True) + parse_qsl(fragment, keep_blank_values=True)):
+        query = fragment = ""
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
 def _media_reference(attachment: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "id": attachment.get("id"),
-        "url": attachment.get("url"),
+        "url": unsigned_url(attachment.get("url")),
         "mediaType": attachment.get("mime") or attachment.get("mediaType"),
         "name": attachment.get("filename"),
         "contentLengthBytes": attachment.get("contentSizeBytes"),

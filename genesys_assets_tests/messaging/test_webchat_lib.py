@@ -25,7 +25,7 @@ from genesys_assets.lib.webchat_policy import (
     effective_region,
     parse_allowed_regions,
 )
-from genesys_assets.lib.webchat_record import ALLOW_LIST, build_record, chunks, keys_outside, strip
+from genesys_assets.lib.webchat_record import ALLOW_LIST, build_record, chunks, keys_outside, strip, unsigned_url
 from genesys_assets.lib.webchat_webhook import deliver
 
 HASHER = AddressHasher("k" * 32)
@@ -103,6 +103,41 @@ def test_a_participant_name_that_is_a_phone_number_is_archived_as_its_hash() -> 
     landed = orjson.loads(page)["conversations"][0]["participants"][0]["participantName"]
     assert names == [landed, "Agent One"] and landed == HASHED_PREFIX + HASHER.hash("+13175550100")
     assert "555" not in orjson.dumps(record["participants"]).decode()
+
+
+S3_PRESIGNED = ("https://bucket.s3.amazonaws.com/media/a.png?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+                "&X-Amz-Credential=ASIAEXAMPLE%2F20261203%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20261203T000000Z"
+                "&X-Amz-Expires=600&X-Amz-SignedHeaders=host&X-Amz-Security-Token=IQoJb3JpZ2luX2Vj"
+                "&X-Amz-Signature=0f1e2d3c")
+
+
+@pytest.mark.parametrize(("url", "archived"), [
+    (S3_PRESIGNED, "https://bucket.s3.amazonaws.com/media/a.png"),
+    ("https://d1.cloudfront.net/a.png?Expires=1764720000&Signature=abc~&Key-Pair-Id=K2", "https://d1.cloudfront.net/a.png"),
+    ("https://acct.blob.core.windows.net/c/a.png?sv=2022-11-02&se=2026-12-04&sp=r&sig=abc%3D",
+     "https://acct.blob.core.windows.net/c/a.png"),
+    ("https://storage.googleapis.com/b/a.png?X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Signature=ab",
+     "https://storage.googleapis.com/b/a.png"),
+    ("https://h.example/a.png#access_token=xyz", "https://h.example/a.png"),
+    ("https://user:secret@h.example/a.png?size=large", "https://h.example/a.png?size=large"),
+    ("https://user:secret@[::1/a.png?sig=1", "https://[::1/a.png"),  # malformed: nothing after it kept
+    ("https://h.example/a.png?size=large#p=2", "https://h.example/a.png?size=large#p=2"),  # unsigned: unchanged
+    ("urn:media:a-1", "urn:media:a-1"),
+    (None, None),
+])
+def test_a_presigned_attachment_url_is_archived_without_its_signature(url: str | None, archived: str | None) -> None:
+    assert unsigned_url(url) == archived
+
+
+def test_the_archive_never_holds_an_attachment_url_s_credentials() -> None:
+    message = {**BULK[1], "normalizedMessage": {**BULK[1]["normalizedMessage"], "content": [
+        {"contentType": "Attachment", "attachment": {"id": "a-9", "url": S3_PRESIGNED, "mime": "image/png",
+                                                     "filename": "a.png"}}]}}
+    record = build_record(CONVERSATION, [BULK[0], message], HASHER)
+    media = next(m for msg in record["messages"] for m in msg["media"] if m["id"] == "a-9")
+    assert media["url"] == "https://bucket.s3.amazonaws.com/media/a.png"
+    text = orjson.dumps(record).decode()
+    assert "X-Amz" not in text and "ASIAEXAMPLE" not in text and "IQoJ" not in text
 
 
 def test_chunks_never_exceed_1000() -> None:
