@@ -199,7 +199,8 @@ materialize(resources(Remote, Path(sys.argv[4])), date.fromisoformat(sys.argv[5]
 
 
 def test_killed_after_some_pages_then_rerun_equals_a_clean_run(emulator: GenesysEmulator,
-                                                               clean_digests: dict[str, str], tmp_path: Path) -> None:
+                                                               clean_digests: dict[str, str], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home"
     env = {**os.environ, "GENESYS_HOME": str(home), "GENESYS_PII_HASH_KEY": PII_KEY}
     emulator.clear_request_log()
@@ -225,7 +226,7 @@ def test_killed_after_some_pages_then_rerun_equals_a_clean_run(emulator: Genesys
     assert not list(lake.rglob("part-*.parquet")) and not list(lake.rglob("part-*.ndjson.gz"))
     assert any((home / "work").rglob("*")), "the killed run should have been mid-way through its work"
 
-    os.environ["GENESYS_HOME"] = str(home)
+    monkeypatch.setenv("GENESYS_HOME", str(home))
     materialize(resources(emulator, home), DAY, "conversation_details", "wrapup_facts")
     assert table_digests(lake, DAY, (*TABLES, "wrapup_facts")) == clean_digests
     assert hidden_entries(lake) == []
