@@ -86,6 +86,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     stop = _stop_on_signal()
     with suppress(KeyboardInterrupt), _sandbox(args) as sandbox:
         assert sandbox.endpoints is not None
+        if stop.is_set():  # SIGTERM while starting: nothing to announce
+            return 0
         print(f"Sandbox running; endpoints and sandbox credentials in {sandbox.endpoints_file}")
         print(f"  Genesys Cloud API  {sandbox.endpoints.genesys_api_base_url}")
         print(f"  S3                 {sandbox.endpoints.s3_endpoint_url}")

@@ -70,9 +70,10 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-@pytest.mark.parametrize("sigint", ["default", "ignored"])
+@pytest.mark.parametrize("sigint", ["default", "ignored", "terminated"])
 def test_sandbox_serves_until_interrupted_and_cleans_up(tmp_path: Path, sigint: str) -> None:
-    """Ctrl-C stops it, also when started with SIGINT ignored (as a shell starts a background job)."""
+    """Ctrl-C stops it, also when started with SIGINT ignored (as a shell starts a background job); so does
+    SIGTERM (a service manager's stop)."""
     home = tmp_path / "home"
     # Output to a file, not an unread pipe: a full pipe would block the sandbox's shutdown logging forever.
     log = (tmp_path / "sandbox.log").open("w+")
@@ -91,7 +92,7 @@ def test_sandbox_serves_until_interrupted_and_cleans_up(tmp_path: Path, sigint: 
             assert r.status == 200
         assert Path(endpoints["pureconnect_uri"].removeprefix("sqlite://")).is_file()
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM if sigint == "terminated" else signal.SIGINT)
         code = process.wait(timeout=60)
         log.seek(0)
         assert code == 0, log.read()
@@ -134,10 +135,32 @@ def test_a_start_that_fails_part_way_stops_what_already_started(tmp_path: Path,
     monkeypatch.setattr(SandboxS3, "start", interrupted)
     sandbox = Sandbox(tmp_path, start=date(2026, 11, 2), end=date(2026, 11, 2), conversations_per_day=10,
                       interactions_per_day=5)
+    sandbox.endpoints_file.parent.mkdir(parents=True, exist_ok=True)
+    sandbox.endpoints_file.write_text("{}")  # another sandbox's, in the same home: not this one's to withdraw
     with pytest.raises(KeyboardInterrupt):
         sandbox.start()
     assert sandbox.emulator.base_url  # it had started ...
     with pytest.raises(OSError):  # ... and no longer answers
+        urllib.request.urlopen(f"{sandbox.emulator.base_url}/__sandbox__/webhooks", timeout=5)
+    assert sandbox.endpoints_file.read_text() == "{}"
+
+
+def test_a_second_ctrl_c_while_stopping_still_stops_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from genesys_assets.sandbox.s3 import SandboxS3
+    from genesys_assets.sandbox.services import Sandbox
+
+    sandbox = Sandbox(tmp_path, start=date(2026, 11, 2), end=date(2026, 11, 2), conversations_per_day=10,
+                      interactions_per_day=5).start()
+    real_stop = SandboxS3.stop
+
+    def interrupted(self: SandboxS3) -> None:
+        real_stop(self)
+        raise KeyboardInterrupt  # Ctrl-C again while the servers stop
+
+    monkeypatch.setattr(SandboxS3, "stop", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sandbox.stop()
+    with pytest.raises(OSError):
         urllib.request.urlopen(f"{sandbox.emulator.base_url}/__sandbox__/webhooks", timeout=5)
     assert not sandbox.endpoints_file.exists()
 

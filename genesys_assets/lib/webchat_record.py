@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from genesys_assets.lib.pii import AddressHasher, marked_hash_if_phone
 from genesys_assets.resources.genesys_cloud_client import parse_genesys_datetime
@@ -179,35 +179,42 @@ def chunks(items: Sequence[str], size: int = BULK_MAX_IDS) -> Iterator[list[str]
         yield list(items[start:start + size])
 
 
-#: Query parameters that make a URL a credential (AWS SigV4 and SigV2, CloudFront, Azure SAS, Google Cloud Storage).
-_SIGNING_PARAMETERS = frozenset({
-    "x-amz-signature", "x-amz-credential", "x-amz-security-token", "signature", "awsaccesskeyid", "key-pair-id",
-    "policy", "sig", "x-goog-signature", "x-goog-credential", "googleaccessid", "access_token", "token",
-})
+#: Parameter names that make a URL a credential: AWS SigV4/SigV2 (``X-Amz-*``, ``Signature``, ``AWSAccessKeyId``),
+#: CloudFront (``Key-Pair-Id``, ``Policy``), Azure SAS (``sig``), Google Cloud Storage (``X-Goog-*``,
+#: ``GoogleAccessId``), Akamai (``hdnts``), and any token, credential or key. A name that merely contains "sig"
+#: (``design``) costs a harmless query, never a leak.
+_SIGNING_PREFIXES = ("x-amz-", "x-goog-")
+_SIGNING_PARTS = ("sig", "token", "credential")
+_SIGNING_NAMES = frozenset({"key-pair-id", "policy", "awsaccesskeyid", "googleaccessid", "authorization", "hdnts",
+                            "key", "apikey", "api_key"})
+# A parameter name: what precedes "=" after the start, "?", "&", ";" or "#" (so "#/route?access_token=" counts).
+_PARAMETER_NAME = re.compile(r"(?:^|[?&;#])([^=?&;#]*)=")
+_USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)[^/?#]*@")
 
 
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@")
+def _signs(name: str) -> bool:
+    name = unquote(name).strip().lower()
+    return (name.startswith(_SIGNING_PREFIXES) or name in _SIGNING_NAMES
+            or any(part in name for part in _SIGNING_PARTS))
 
 
 def unsigned_url(url: Any) -> Any:
     """An attachment's address without what would let anyone fetch it: a presigned URL is a bearer credential
-    until it expires (an STS token in ``X-Amz-Security-Token``), and the archive is kept for years. A URL that
-    carries a signature or token (in its query or fragment) loses both: the rest only qualifies the signature. A
-    user:password@ goes too. A malformed URL keeps only what precedes its query; anything that is not an http(s)
-    URL is kept as it came."""
+    until it expires (an STS token in ``X-Amz-Security-Token``), and the archive is kept for years. A URL with a
+    signature, token or key in its query or fragment loses both (the rest only qualifies the signature), and any
+    user:password@ goes. A URL that cannot be parsed keeps only what precedes its query. Anything else is kept
+    exactly as it came."""
     if not isinstance(url, str):
         return url
     try:
         parts = urlsplit(url)
     except ValueError:  # e.g. an unclosed IPv6 bracket: what follows cannot be told safe
         return _USERINFO.sub(r"\1", url.split("?", 1)[0].split("#", 1)[0])
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return url
-    query, fragment = parts.query, parts.fragment
-    if any(name.lower() in _SIGNING_PARAMETERS
-           for name, _ in parse_qsl(query, keep_blank_values=True) + parse_qsl(fragment, keep_blank_values=True)):
-        query = fragment = ""
     netloc = parts.netloc.rpartition("@")[2]
+    signed = any(_signs(m.group(1)) for m in _PARAMETER_NAME.finditer(f"{parts.query}#{parts.fragment}"))
+    if not signed and netloc == parts.netloc:
+        return url
+    query, fragment = ("", "") if signed else (parts.query, parts.fragment)
     return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
 
 

@@ -186,6 +186,15 @@ class _Server(ThreadedMotoServer):
         super().__init__(ip_address=ip_address, port=port, verbose=False)
         self.head_lag = HeadLag(Checksums(S3Dispatcher()))
 
+    def stop_if_started(self) -> None:
+        """Stop the server if ``start`` ran, also when it was interrupted before the server was ready (moto's
+        ``stop`` fails on a server never started, and hangs on one whose thread has not built it yet)."""
+        if self._thread is None:
+            return
+        self._server_ready_event.wait(timeout=10)
+        self.stop()
+        self._thread = None
+
     def _server_entry(self) -> None:
         self._server = make_server(self._ip_address, self._port, self.head_lag, True,
                                    request_handler=MotoRequestHandler)
@@ -232,9 +241,8 @@ class SandboxS3:
         return self._server.head_lag.misses
 
     def stop(self) -> None:
-        if self.endpoint_url:  # started; moto's stop fails on a server that never started
-            self._server.stop()
-            self.endpoint_url = ""
+        self._server.stop_if_started()
+        self.endpoint_url = ""
 
     def __enter__(self) -> SandboxS3:
         return self.start()

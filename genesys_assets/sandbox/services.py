@@ -151,9 +151,17 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
-        self.endpoints_file.unlink(missing_ok=True)
-        self.s3.stop()
-        self.emulator.stop()
+        """Stop both servers and withdraw the endpoints; each step runs even if one before it is interrupted (a
+        second Ctrl-C)."""
+        try:
+            if self.endpoints is not None:  # published by this sandbox, not another one's in the same home
+                self.endpoints_file.unlink(missing_ok=True)
+                self.endpoints = None
+        finally:
+            try:
+                self.s3.stop()
+            finally:
+                self.emulator.stop()
 
     def __enter__(self) -> Sandbox:
         return self.start()
