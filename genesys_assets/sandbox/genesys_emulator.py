@@ -35,7 +35,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -244,6 +244,7 @@ class GenesysEmulator:
         self._next_job_outcomes: list[str] = []
         self._refused_records: set[str] = set()
         self._log: list[dict] = []
+        self._request_hooks: list[Callable[[dict], object]] = []
         self._webhooks: list[dict] = []
         self._upload_secret = hashlib.sha256(f"upload-signing/{seed}".encode()).digest()
         self._host, self._port = host, port
@@ -351,6 +352,18 @@ class GenesysEmulator:
         with self._lock:
             self._log.clear()
 
+    @contextlib.contextmanager
+    def request_hook(self, hook: Callable[[dict], object]) -> Iterator[None]:
+        """Within the block, ``hook(entry)`` runs for every logged request on the thread serving it, after it is
+        logged and before its answer leaves: a test arms a fault at an exact point of a run, not after a race."""
+        with self._lock:
+            self._request_hooks.append(hook)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._request_hooks.remove(hook)
+
     def webhook_deliveries(self) -> list[dict]:
         with self._lock:
             return list(self._webhooks)
@@ -427,6 +440,9 @@ class GenesysEmulator:
                          "duration_ms": round((time.time() - t0) * 1000, 3), "fault": fault}
                 with self._lock:
                     self._log.append(entry)
+                    hooks = list(self._request_hooks)
+                for hook in hooks:
+                    hook(entry)
 
         def send(resp: _Response, fault: str | None = None, truncate: bool = False) -> None:
             record(resp.status, fault)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
-import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -102,21 +101,20 @@ def served_result_pages(emulator: GenesysEmulator) -> list[str]:
     return [e["path"] for e in emulator.request_log() if e["path"].endswith("/results") and e["status"] == 200]
 
 
-def after_pages(emulator: GenesysEmulator, pages: int, action: Callable[[str], object]) -> threading.Thread:
-    """Run ``action(job_id)`` once ``pages`` result pages were served (mid-paging, in the fetch thread's way)."""
+@contextmanager
+def after_pages(emulator: GenesysEmulator, pages: int, action: Callable[[str], object]) -> Iterator[None]:
+    """Within the block, run ``action(job_id)`` once ``pages`` result pages were served: in the emulator's serving
+    thread before the last of them is answered, so it takes effect from the next request on (mid-paging)."""
+    served: list[str] = []
 
-    def run() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            served = served_result_pages(emulator)
-            if len(served) >= pages:
-                action(served[-1].split("/")[-2])
-                return
-            time.sleep(0.002)
+    def hook(entry: dict) -> None:
+        if entry["path"].endswith("/results") and entry["status"] == 200:
+            served.append(entry["path"])
+            if len(served) == pages:
+                action(entry["path"].split("/")[-2])
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
+    with emulator.request_hook(hook):
+        yield
 
 
 @pytest.fixture(scope="module")

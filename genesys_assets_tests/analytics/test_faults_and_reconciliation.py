@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -49,14 +48,10 @@ def clean_digests(clean_lake: Path) -> dict[str, str]:
     return digests
 
 
-def _expire_tokens_mid_paging(emulator: GenesysEmulator) -> threading.Thread:
-    """Once two result pages were served, every token expires server-side: the next page answers 401."""
-
-    def expire(job_id: str) -> None:
-        with emulator._lock:
-            emulator._tokens.clear()
-
-    return after_pages(emulator, 2, expire)
+def _expire_tokens(job_id: str, emulator: GenesysEmulator) -> None:
+    """Every token expires server-side: the next request answers 401."""
+    with emulator._lock:
+        emulator._tokens.clear()
 
 
 def test_faults_give_the_fault_free_output(emulator: GenesysEmulator, clean_digests: dict[str, str],
@@ -64,14 +59,13 @@ def test_faults_give_the_fault_free_output(emulator: GenesysEmulator, clean_dige
     emulator.clear_request_log()
     emulator.fail_next_jobs("EXPIRED")  # the first job expires; its resubmission is fulfilled
     emulator.set_faults(rate_429=0.15, retry_after="1", rate_5xx=0.1, latency_seconds=0.05)
-    expiring = _expire_tokens_mid_paging(emulator)
     try:
-        result = materialize(resources(emulator, tmp_path), DAY, "conversation_details", "wrapup_facts",
-                             config={"conversation_details": {"page_size": 50}})
+        with after_pages(emulator, 2, lambda job_id: _expire_tokens(job_id, emulator)):  # a 401 mid-paging
+            result = materialize(resources(emulator, tmp_path), DAY, "conversation_details", "wrapup_facts",
+                                 config={"conversation_details": {"page_size": 50}})
     finally:
         emulator.set_faults(rate_429=0.0, rate_5xx=0.0, latency_seconds=0.0)
         emulator.clear_faults()  # a planned EXPIRED left unused by a failed run must not reach the next test
-        expiring.join(timeout=1)
     assert table_digests(tmp_path / "lake", DAY, (*TABLES, "wrapup_facts")) == clean_digests
     md = metadata(result, "conversation_details")
     window = md["windows_tried"][0]["windows"][0]
@@ -146,14 +140,9 @@ def test_a_job_that_vanishes_mid_paging_restarts_the_pass(emulator: GenesysEmula
                                                           tmp_path: Path) -> None:
     """The 404 is raised in the fetch thread; the asset sees it as before and restarts the pass from scratch."""
     emulator.clear_request_log()
-    emulator.set_faults(latency_seconds=0.03)
-    watcher = after_pages(emulator, 2, emulator.jobs.delete)
-    try:
+    with after_pages(emulator, 2, emulator.jobs.delete):
         result = materialize(resources(emulator, tmp_path), DAY, "conversation_details", "wrapup_facts",
                              config={"conversation_details": {"page_size": 20}})
-    finally:
-        emulator.set_faults(latency_seconds=0.0)
-        watcher.join(timeout=1)
     assert any(e["path"].endswith(RESULTS) and e["status"] == 404 for e in emulator.request_log())
     assert len(metadata(result, "conversation_details")["job_ids"]) == 1  # the second pass's job
     assert sum(e["method"] == "POST" and e["path"].endswith("/details/jobs") for e in emulator.request_log()) == 2
@@ -163,14 +152,11 @@ def test_a_job_that_vanishes_mid_paging_restarts_the_pass(emulator: GenesysEmula
 def test_retries_exhausted_on_a_page_fail_the_run_with_the_clients_message(emulator: GenesysEmulator,
                                                                            tmp_path: Path) -> None:
     emulator.clear_request_log()
-    emulator.set_faults(latency_seconds=0.03)
-    watcher = after_pages(emulator, 2, lambda job_id: emulator.fail_next(503, count=2))
     try:
-        result = materialize(resources(emulator, tmp_path, max_attempts=2), DAY, "conversation_details",
-                             config={"conversation_details": {"page_size": 20}}, raise_on_error=False)
+        with after_pages(emulator, 2, lambda job_id: emulator.fail_next(503, count=2)):
+            result = materialize(resources(emulator, tmp_path, max_attempts=2), DAY, "conversation_details",
+                                 config={"conversation_details": {"page_size": 20}}, raise_on_error=False)
     finally:
-        emulator.set_faults(latency_seconds=0.0)
-        watcher.join(timeout=1)
         emulator.clear_faults()
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")

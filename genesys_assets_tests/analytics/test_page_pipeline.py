@@ -182,14 +182,10 @@ def test_a_page_fetch_that_fails_is_raised_by_the_window_with_its_message(
         emulator.fail_next(503, count=2)  # max_attempts=2: both attempts of the next request fail
         armed.set()
 
-    emulator.set_faults(latency_seconds=0.02)  # slow pages so the fault lands mid-paging
-    watcher = after_pages(emulator, 2, fail_next_page)
     try:
-        with pytest.raises(GenesysRetriesExhausted) as info:
+        with after_pages(emulator, 2, fail_next_page), pytest.raises(GenesysRetriesExhausted) as info:
             _window(client, tmp_path, page_size=20)
     finally:
-        emulator.set_faults(latency_seconds=0.0)
-        watcher.join()
         emulator.clear_faults()
     assert armed.is_set()
     assert str(info.value).startswith("GET /api/v2/analytics/conversations/details/jobs/{job_id}/results failed "
