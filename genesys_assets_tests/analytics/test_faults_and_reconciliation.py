@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -23,7 +22,6 @@ from genesys_assets_tests.analytics.conftest import (
     metadata,
     past_day,
     resources,
-    served_result_pages,
     sorted_rows,
     table_digests,
 )
@@ -191,23 +189,19 @@ def test_killed_after_some_pages_then_rerun_equals_a_clean_run(emulator: Genesys
     home = tmp_path / "home"
     env = {**os.environ, "GENESYS_HOME": str(home), "GENESYS_PII_HASH_KEY": PII_KEY}
     emulator.clear_request_log()
-    emulator.set_faults(latency_seconds=0.15)
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, emulator.base_url, emulator.client_id,
-                              emulator.client_secret, str(home), DAY.isoformat()], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and child.poll() is None:
-            if len(served_result_pages(emulator)) >= 4:
-                break
-            time.sleep(0.02)
-        assert child.poll() is None, "the run finished before it could be killed"
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        emulator.set_faults(latency_seconds=0.0)
-        if child.poll() is None:
-            child.kill()
+    children: list[subprocess.Popen] = []
+    # Killed on the emulator's serving thread as the 4th result page is asked for: mid-paging, every time.
+    with after_pages(emulator, 4, lambda job_id: os.kill(children[0].pid, signal.SIGKILL)):
+        child = subprocess.Popen([sys.executable, "-c", _CHILD, emulator.base_url, emulator.client_id,
+                                  emulator.client_secret, str(home), DAY.isoformat()], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        children.append(child)
+        try:
+            assert child.wait(timeout=120) == -signal.SIGKILL, "the run finished before it could be killed"
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
     lake = home / "lake"
     # Killed mid-way: nothing visible in the lake (at most dot-named scratch), and the pages were in progress.
     assert not list(lake.rglob("part-*.parquet")) and not list(lake.rglob("part-*.ndjson.gz"))

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -128,25 +127,31 @@ def test_killed_process_resumes_and_files_are_byte_identical(
 ) -> None:
     config = {**ARCHIVE_CONFIG, "fetch_workers": 1, "work_dir": str(tmp_path / "work")}
     args = {"base_url": emu.base_url, "client_id": emu.client_id, "client_secret": emu.client_secret,
-            "home": str(tmp_path), "day": DAY.isoformat(), "config": config, "fault": "latency_seconds=0.04"}
+            "home": str(tmp_path), "day": DAY.isoformat(), "config": config}
     checkpoint = tmp_path / "work" / "webchat_archive" / f"day={DAY.isoformat()}" / CHECKPOINT_NAME
-    child = subprocess.Popen([sys.executable, "-m", "genesys_assets_tests.messaging.archive_child", json.dumps(args)],
-                             cwd=Path(__file__).resolve().parents[2], env={**os.environ},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pages = 0
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and child.poll() is None:
-            try:
-                pages = orjson.loads(checkpoint.read_bytes()).get("pages", 0)
-            except (OSError, orjson.JSONDecodeError):
-                pages = 0
-            if pages >= 2:
-                os.kill(child.pid, signal.SIGKILL)
-                break
-            time.sleep(0.01)
-    finally:
-        child.wait(timeout=30)
+    children: list[subprocess.Popen] = []
+
+    def kill_once_two_pages_are_saved(entry: dict) -> None:
+        """On the emulator's serving thread, before the answer leaves: the child cannot finish meanwhile."""
+        try:
+            pages = orjson.loads(checkpoint.read_bytes()).get("pages", 0)
+        except (OSError, orjson.JSONDecodeError):
+            return
+        if pages >= 2 and children:
+            os.kill(children[0].pid, signal.SIGKILL)
+
+    with emu.request_hook(kill_once_two_pages_are_saved):
+        child = subprocess.Popen(
+            [sys.executable, "-m", "genesys_assets_tests.messaging.archive_child", json.dumps(args)],
+            cwd=Path(__file__).resolve().parents[2], env={**os.environ}, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        children.append(child)
+        try:
+            child.wait(timeout=120)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
     assert child.returncode == -signal.SIGKILL, "killed mid-day, not finished"
     saved = Checkpoint.load(checkpoint.parent)
     assert saved is not None and not saved.pages_done and saved.pages >= 2
