@@ -56,7 +56,6 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from genesys_assets.lib.pii import (
-    PHONE_ATTRIBUTE,
     PHONE_IN_TEXT,
     PHONE_REDACTED,
     AddressHasher,
@@ -653,12 +652,12 @@ def _metric_columns(metrics: pl.DataFrame, sessions: int) -> list[pl.Series]:
 
 
 def _hash_phone_attributes(attributes: pa.ChunkedArray | pa.Array, hasher: AddressHasher) -> pa.Array:
-    """Attribute values that are phone numbers (``tel:``/``sip:``/``+``) are replaced by their hash."""
+    """Attribute values that are phone numbers (``pii.is_phone_attribute``) are replaced by their hash."""
     arr = attributes.combine_chunks() if isinstance(attributes, pa.ChunkedArray) else attributes
     offsets, entries = _list_values(arr)
     keys, items = _struct_children(entries)
     values = _series(items)
-    hashed = hasher.hash_if_phone(values, PHONE_ATTRIBUTE)
+    hashed = hasher.hash_phone_attributes(_series(keys), values)
     if hashed is values:
         return arr
     return pa.MapArray.from_arrays(offsets, keys, _arrow(hashed).cast(pa.string()),

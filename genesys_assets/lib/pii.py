@@ -18,6 +18,13 @@ PHONE_VALUE = re.compile(r"^\s*(?:tel:|sip:)?\+?[\d\s().\-/]{7,}(?:@.*)?\s*$", r
 # Attribute values are matched more strictly (account numbers are digits too): only ``tel:``/``sip:``/``+``.
 PHONE_ATTRIBUTE = r"^\s*(?:(?:tel:|sip:)\+?|\+)\d[\d\s().\-]{5,}\d(?:@.*)?\s*$"
 PHONE_ATTRIBUTE_RE = re.compile(PHONE_ATTRIBUTE, re.IGNORECASE)
+# Attribute keys that name a phone number (``callbackNumber``, ``callback``, ``customer_phone``, ``mobile``,
+# ``MSISDN``, ``ANI``, ``customerAni``, ``customerANI``, ``dnis``): under them a number written without ``tel:``
+# or ``+`` (``317-555-0100``) is hashed too. ``accountNumber`` and ``callbackDate`` are not: account numbers and
+# dates stay clear. Python's ``re`` and Polars' (Rust) regex read the same pattern.
+PHONE_KEY = (r"(?i:phone|mobile|msisdn|dnis|callback_?num|^callback$)"
+             r"|(?:^|[^A-Za-z])(?i:ani)(?:$|[^a-z])|[a-z]Ani(?:$|[^a-z])|[a-z]ANI(?:$|[^A-Za-z])")
+PHONE_KEY_RE = re.compile(PHONE_KEY)
 # Phone-number-like runs inside free text: an optional +, then >= 9 digits allowing common separators.
 PHONE_IN_TEXT = r"\+?\d(?:[\s().\-]{0,2}\d){8,}"
 PHONE_REDACTED = "[phone]"
@@ -25,6 +32,12 @@ PHONE_REDACTED = "[phone]"
 HASHED_PREFIX = "hmac:"
 # Only the prefix and a whole hash: a source value that merely starts with "hmac:" is hashed like any other.
 _HASHED_VALUE = re.compile(re.escape(HASHED_PREFIX) + "[0-9a-f]{32}")
+
+
+def is_phone_attribute(key: str, value: str) -> bool:
+    """An attribute value that is a phone number: written as one (``tel:``, ``sip:``, ``+``), or under a key that
+    names one and shaped like one."""
+    return bool(PHONE_ATTRIBUTE_RE.match(value) or (PHONE_KEY_RE.search(key) and PHONE_VALUE.match(value)))
 
 
 def is_hashed(value: str) -> bool:
@@ -119,9 +132,18 @@ class AddressHasher:
 
     def hash_if_phone(self, s: pl.Series, pattern: str = PHONE_VALUE.pattern) -> pl.Series:
         """Replace the values that look like phone numbers by their hash; keep the others (only those are hashed)."""
-        looks = s.str.contains(f"(?i){pattern}")  # as PHONE_VALUE and PHONE_ATTRIBUTE_RE match: TEL: is tel:
+        return self._hash_where(s, s.str.contains(f"(?i){pattern}"))  # as the Python patterns: TEL: is tel:
+
+    def hash_phone_attributes(self, keys: pl.Series, values: pl.Series) -> pl.Series:
+        """``values`` with those ``is_phone_attribute`` finds (given each one's key) replaced by their hash."""
+        looks = values.str.contains(f"(?i){PHONE_ATTRIBUTE}") | (
+            keys.str.contains(PHONE_KEY) & values.str.contains(f"(?i){PHONE_VALUE.pattern}"))
+        return self._hash_where(values, looks)
+
+    def _hash_where(self, s: pl.Series, looks: pl.Series) -> pl.Series:
         if not looks.any():
             return s
+        looks = looks.fill_null(False)
         return s.clone().scatter(looks.arg_true(), self.hash_series(s.filter(looks)))
 
 

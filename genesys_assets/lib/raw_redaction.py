@@ -30,7 +30,9 @@ from genesys_assets.lib.pii import (
     HASHED_PREFIX,
     PHONE_ATTRIBUTE_RE,
     PHONE_IN_TEXT,
+    PHONE_KEY_RE,
     PHONE_REDACTED,
+    PHONE_VALUE,
     AddressHasher,
     is_hashed,
     marked_hash_if_phone,
@@ -211,19 +213,26 @@ class _PageRedactor:
             items[:] = [self._address(v) if type(v) is str and v else v for v in items]
 
     def _attributes(self, attributes: list[dict[str, Any]]) -> None:
-        """Phone-looking string values of attribute objects hashed; nested values are not looked into."""
+        """String values of attribute objects that are phone numbers (``pii.is_phone_attribute``) hashed; nested
+        values are not looked into. Values are judged once each, keys only where a key names a phone number."""
         seen = self._attribute_values
         values = list(chain.from_iterable(map(dict.values, attributes)))
         try:
             distinct = set(values)
         except TypeError:  # an object or a list among the values
             distinct = {v for v in values if type(v) is str}
-        if not _learn(distinct, seen, self._attribute):
-            return
-        for a in attributes:
-            for key, value in a.items():
-                if type(value) is str:
-                    a[key] = seen[value]
+        if _learn(distinct, seen, self._attribute):
+            for a in attributes:
+                for key, value in a.items():
+                    if type(value) is str:
+                        a[key] = seen[value]
+        keys = set(chain.from_iterable(map(dict.keys, attributes)))
+        phone_keys = {k for k in keys if type(k) is str and PHONE_KEY_RE.search(k)}
+        for a in attributes if phone_keys else ():
+            for key in phone_keys.intersection(a):
+                value = a[key]
+                if type(value) is str and PHONE_VALUE.match(value):
+                    a[key] = self._hash(value)
 
     def _hash(self, value: str) -> str:
         """``hmac:`` + keyed hash of a non-empty string that is not a hash already."""

@@ -26,7 +26,7 @@ from genesys_assets.lib.conversation_details import (
     parse_page,
     wrapup_facts,
 )
-from genesys_assets.lib.pii import AddressHasher, normalize_address
+from genesys_assets.lib.pii import AddressHasher, is_phone_attribute, normalize_address
 from genesys_assets.lib.schemas import TABLE_SCHEMAS, WRAPUP_FACTS_SCHEMA
 from genesys_assets.sandbox.conversations import ConversationStore
 
@@ -274,6 +274,34 @@ def test_addresses_are_hashed_with_the_key_and_normalised() -> None:
     assert p["participant_name"] == hasher.hash("+1 (317) 555-0142")  # a caller-id name that is a number
     assert dict(p["attributes"])["callback"] == hasher.hash(PHONE)
     assert flat.segments.to_pylist()[-1]["wrap_up_note"] == "call back on [phone] please"
+
+
+# (key, value, is a phone number): by the value's own form, or by a key that names a phone number.
+PHONE_ATTRIBUTE_CASES = [
+    ("callbackNumber", "317-555-0142", True), ("callback", "(317) 555 0142", True),
+    ("customer_phone", "3175550142", True),
+    ("MSISDN", "447700900142", True), ("ANI", "317.555.0142", True), ("customerAni", "3175550142", True),
+    ("customerANI", "3175550142", True), ("dnis", "8005550100", True), ("intent", "+13175550142", True),
+    ("accountNumber", "31755501", False), ("company", "3175550142", False), ("callbackDate", "2026-12-03", False),
+    ("mobile", "n/a", False), ("Animal", "3175550142", False), ("phone", "hmac:" + "0" * 32, False),
+]
+
+
+def test_attribute_phone_numbers_are_the_same_in_python_and_polars() -> None:
+    """The raw landing judges attributes in Python, the flattening in Polars: one rule, the same answers."""
+    keys, values, expected = (list(column) for column in zip(*PHONE_ATTRIBUTE_CASES, strict=True))
+    assert [is_phone_attribute(k, v) for k, v in zip(keys, values, strict=True)] == expected
+    hasher = AddressHasher(KEY)
+    hashed = hasher.hash_phone_attributes(pl.Series(keys), pl.Series(values)).to_list()
+    assert [h != v for h, v in zip(hashed, values, strict=True)] == expected
+    assert hashed[0] == hasher.hash("317-555-0142")
+
+
+def test_a_phone_number_under_a_phone_key_is_hashed_in_the_lake() -> None:
+    c = conversation("c1", "2024-03-05T10:00:00.000Z", "2024-03-05T10:06:00.000Z")
+    c["participants"][0]["attributes"] = {"callbackNumber": "317-555-0142", "accountNumber": "31755501"}
+    attrs = dict(flat_of(page([c])).participants.to_pylist()[0]["attributes"])
+    assert attrs == {"accountNumber": "31755501", "callbackNumber": AddressHasher(KEY).hash("317-555-0142")}
 
 
 def _strings(value: object) -> Iterator[str]:

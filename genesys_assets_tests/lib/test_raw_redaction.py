@@ -64,7 +64,7 @@ def _ref_hashed(value: Any, hasher: AddressHasher) -> Any:
 def _ref_redact_attributes(attributes: Any, hasher: AddressHasher) -> Any:
     if not isinstance(attributes, dict):
         return attributes
-    return {k: _ref_hashed(v, hasher) if isinstance(v, str) and pii.PHONE_ATTRIBUTE_RE.match(v) else v
+    return {k: _ref_hashed(v, hasher) if isinstance(v, str) and pii.is_phone_attribute(k, v) else v
             for k, v in attributes.items()}
 
 
@@ -254,6 +254,18 @@ def test_attributes_phone_values_hashed_other_values_and_nesting_kept() -> None:
     assert {k: out[0]["attributes"][k] for k in ("acct", "n", "empty", "flag", "hashed", "nested", "list")} == {
         k: attributes[k] for k in ("acct", "n", "empty", "flag", "hashed", "nested", "list")}
     assert out[1]["attributes"] == ["+13175550142"]
+
+
+def test_a_phone_number_under_a_phone_key_is_hashed_an_account_number_is_not() -> None:
+    page = orjson.loads(orjson.dumps(PAGE))
+    attributes = {"callbackNumber": "317-555-0142", "customerAni": "(317) 555 0142", "accountNumber": "31755501",
+                  "callbackDate": "2026-12-03", "mobile": 3175550142}
+    page["conversations"][0]["participants"][0]["attributes"] = attributes
+    out = orjson.loads(assert_same_as_reference(page))["conversations"][0]["participants"][0]["attributes"]
+    assert out["callbackNumber"] == HASHED_PREFIX + AddressHasher(KEY).hash("317-555-0142")
+    assert out["customerAni"] == HASHED_PREFIX + AddressHasher(KEY).hash("(317) 555 0142")
+    assert {k: out[k] for k in ("accountNumber", "callbackDate", "mobile")} == {
+        "accountNumber": "31755501", "callbackDate": "2026-12-03", "mobile": 3175550142}
 
 
 def test_text_keys_lose_phone_runs_anywhere_and_non_strings_are_walked() -> None:
