@@ -1,9 +1,22 @@
 """The data-lake webhook receiver: the one external system of the messaging domain besides Genesys Cloud."""
 
+from typing import Any
+from urllib.parse import urlsplit
+
 import dagster as dg
 from pydantic import Field
 
 from genesys_assets.lib.webchat_webhook import Delivery, deliver
+
+
+def _host_only(url: str) -> str:
+    """``https://host[:port]/**********``: where deliveries go, without the path or query that may be the secret."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "**********"
+    return f"{parts.scheme}://{parts.hostname}{port}/**********" if parts.hostname else "**********"
 
 
 class DataLakeWebhookResource(dg.ConfigurableResource):
@@ -14,6 +27,10 @@ class DataLakeWebhookResource(dg.ConfigurableResource):
     backoff_base_seconds: float = Field(default=1.0, description="First backoff ceiling (doubles, full jitter).")
     backoff_max_seconds: float = Field(default=30.0, description="Largest backoff.")
     timeout_seconds: float = Field(default=10.0, description="Connect/read timeout of one delivery.")
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():  # a webhook URL often holds its secret (a path, ?code=)
+            yield name, (_host_only(value) if name == "url" and value else value)
 
     def notify(self, payload: dict, idempotency_key: str) -> Delivery | None:
         """POST the payload with retries; None when no URL is configured."""

@@ -154,6 +154,8 @@ class GenesysCloudResource(dg.ConfigurableResource):
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
+            if name == "extra_headers" and value:  # a header can carry a credential: names only
+                value = dict.fromkeys(value, "**********")
             yield name, ("**********" if name in _SECRET_FIELDS and value else value)
 
     def hosts(self) -> GenesysHosts:

@@ -497,6 +497,10 @@ class GenesysCloudClient:
             ) from None
         if not isinstance(access, str) or not access:
             raise GenesysAuthError(f"{endpoint} returned an empty access_token", endpoint=endpoint)
+        if not access.isascii() or not access.isprintable() or any(c.isspace() for c in access):
+            # requests would refuse it as a header value and quote it in its error: never let it get that far
+            raise GenesysAuthError(f"{endpoint} returned an access_token that is not a bearer token "
+                                   "(spaces or control characters)", endpoint=endpoint)
         margin = min(self.settings.token_refresh_margin_seconds, expires_in * 0.1)
         self._stats.add(token_refreshes=1)
         log.info("Genesys Cloud access token obtained (valid for %.0fs)", expires_in)
@@ -613,6 +617,10 @@ class GenesysCloudClient:
                 last_status, last_error = None, type(exc).__name__
                 delay = backoff_delay(attempt, settings.backoff_base_seconds, settings.backoff_max_seconds)
                 reason = f"connection error ({last_error})"
+            except requests.RequestException as exc:  # e.g. InvalidHeader, whose message quotes the header value
+                raise GenesysApiError(
+                    f"{endpoint}: request to {origin(url)} could not be sent ({type(exc).__name__})", endpoint=endpoint
+                ) from None
             else:
                 status = response.status_code
                 self._stats.add(bytes_received=len(response.content))

@@ -20,7 +20,9 @@ from typing import Any
 import dagster as dg
 import orjson
 import pytest
+import requests
 
+from genesys_assets.resources.data_lake_webhook import DataLakeWebhookResource
 from genesys_assets.resources.genesys_cloud import (
     DetailsJobCancelled,
     DetailsJobExpired,
@@ -538,6 +540,51 @@ def test_rate_limiter_bounds_request_rate_across_threads(emu: GenesysEmulator) -
 
 
 # --------------------------------------------------------------------------------------------- secrets
+
+
+def _answer_token_with(client: Any, access_token: str) -> None:
+    """The token endpoint (as seen by the client) answers 200 with ``access_token``."""
+    send = client._session.request
+
+    def request(method: str, url: str, **kw: Any) -> Any:
+        if not url.endswith("/oauth/token"):
+            return send(method, url, **kw)
+        answer = requests.Response()
+        answer.status_code, answer.url = 200, url
+        answer._content = orjson.dumps({"access_token": access_token, "expires_in": 3600})
+        return answer
+
+    client._session.request = request
+
+
+def test_a_token_that_is_no_header_value_is_refused_without_quoting_it(emu: GenesysEmulator) -> None:
+    client = make_resource(emu).get_client()
+    _answer_token_with(client, "tok-5ecret\n")
+    with pytest.raises(GenesysAuthError) as info:
+        client.get_json(USERS)
+    assert "not a bearer token" in str(info.value) and "5ecret" not in str(info.value)
+
+
+def test_a_request_that_cannot_be_sent_names_the_error_type_only(emu: GenesysEmulator) -> None:
+    client = make_resource(emu).get_client()
+    client.get_json(USERS, params={"pageSize": 1})
+
+    def refuse(method: str, url: str, **kw: Any) -> Any:
+        raise requests.exceptions.InvalidHeader("Invalid return character in header value: 'Bearer 5ecret'")
+
+    client._session.request = refuse
+    with pytest.raises(GenesysApiError) as info:
+        client.get_json(USERS)
+    assert "InvalidHeader" in str(info.value) and "5ecret" not in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_resource_reprs_mask_header_values_and_the_webhook_path() -> None:
+    resource = GenesysCloudResource(client_id="id-1", client_secret="s-1", extra_headers={"X-Api-Key": "k-5ecret"})
+    hook = DataLakeWebhookResource(url="https://user:pw@hooks.example.com:8443/services/T0/B5ecret?code=c5ecret")
+    for text in (repr(resource), str(resource), repr(hook), str(hook)):
+        assert "5ecret" not in text and "pw" not in text
+    assert "X-Api-Key" in repr(resource) and "hooks.example.com:8443" in repr(hook)
 
 
 def test_secrets_never_appear_in_reprs_errors_or_logs(emu: GenesysEmulator, caplog: pytest.LogCaptureFixture) -> None:
