@@ -311,13 +311,30 @@ def _wrapups(wrapups: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _custom_attributes(custom: pl.DataFrame, hasher: AddressHasher) -> pl.DataFrame:
-    """CustomNum/CustomString1..6 as one JSON object; a string that is a phone number is hashed, as Genesys Cloud's
-    participant attributes are (the same rule: ``tel:``, ``sip:`` or ``+`` and digits)."""
+def phone_custom_columns(setting: str | None) -> tuple[str, ...]:
+    """``"CustomString2, CustomNum1"`` (``PURECONNECT_PHONE_CUSTOM_COLUMNS``) → the column names; unset → none."""
+    return tuple(dict.fromkeys(name.strip() for name in (setting or "").split(",") if name.strip()))
+
+
+def _custom_attributes(custom: pl.DataFrame, hasher: AddressHasher, phone_columns: tuple[str, ...]) -> pl.DataFrame:
+    """CustomNum/CustomString1..6 as one JSON object. A string that is a phone number is hashed, as Genesys Cloud's
+    participant attributes are (the same rule: ``tel:``, ``sip:`` or ``+`` and digits); the columns a site keeps
+    phone numbers in (``phone_columns``, which only the site knows) are hashed whatever their values look like."""
     value_columns = [c for c in custom.columns if c not in _KEY]
+    unknown = [c for c in phone_columns if c not in value_columns]
+    if unknown:
+        raise ValueError(f"PURECONNECT_PHONE_CUSTOM_COLUMNS names {', '.join(unknown)}, which "
+                         f"InteractionCustomAttributes does not have; its columns are {', '.join(value_columns)}")
     custom = custom.unique(subset=list(_KEY), keep="first")
-    custom = custom.with_columns(hasher.hash_if_phone(custom[c], PHONE_ATTRIBUTE)
-                                 for c in value_columns if custom.schema[c] == pl.String)
+
+    def hashed(column: str) -> pl.Series:
+        if column not in phone_columns:
+            return hasher.hash_if_phone(custom[column], PHONE_ATTRIBUTE)
+        text = custom[column].cast(pl.String)
+        return hasher.hash_where(text, text.str.len_chars() > 0)
+
+    custom = custom.with_columns(hashed(c) for c in value_columns
+                                 if c in phone_columns or custom.schema[c] == pl.String)
     return custom.select(*_KEY, pl.struct(value_columns).struct.json_encode().alias("custom_attributes"))
 
 
@@ -376,8 +393,10 @@ def _flag_duplicates(frame: pl.DataFrame) -> pl.DataFrame:
         pl.col("conflicting_duplicate", "_extra_copy").fill_null(False))
 
 
-def normalise_day(legacy: object, day: date, site_timezone: str | None, hasher: AddressHasher) -> NormalisedDay:
-    """One day of PureConnect (a ``LegacyDay``) → canonical records, rejects and recording links."""
+def normalise_day(legacy: object, day: date, site_timezone: str | None, hasher: AddressHasher,
+                  phone_columns: tuple[str, ...] = ()) -> NormalisedDay:
+    """One day of PureConnect (a ``LegacyDay``) → canonical records, rejects and recording links; the custom
+    attribute columns named in ``phone_columns`` hold phone numbers at this site and are hashed whole."""
     site_timezone = validate_timezone(site_timezone)
     source_columns = list(legacy.interactions.columns)  # type: ignore[attr-defined]
     day_start, _ = day_bounds(day)
@@ -416,7 +435,7 @@ def normalise_day(legacy: object, day: date, site_timezone: str | None, hasher: 
     keys = accepted.select(_KEY)
     found = (keys.join(_wrapups(legacy.wrapups), on=list(_KEY), how="left",  # type: ignore[attr-defined]
                        maintain_order="left")
-             .join(_custom_attributes(legacy.custom_attributes, hasher),  # type: ignore[attr-defined]
+             .join(_custom_attributes(legacy.custom_attributes, hasher, phone_columns),  # type: ignore[attr-defined]
                    on=list(_KEY), how="left", maintain_order="left"))
     accepted = accepted.hstack(found.drop(_KEY))
     # Recordings are a few per cent of interactions: their spans' UTC times are derived for those rows only.

@@ -132,15 +132,16 @@ class AddressHasher:
 
     def hash_if_phone(self, s: pl.Series, pattern: str = PHONE_VALUE.pattern) -> pl.Series:
         """Replace the values that look like phone numbers by their hash; keep the others (only those are hashed)."""
-        return self._hash_where(s, s.str.contains(f"(?i){pattern}"))  # as the Python patterns: TEL: is tel:
+        return self.hash_where(s, s.str.contains(f"(?i){pattern}"))  # as the Python patterns: TEL: is tel:
 
     def hash_phone_attributes(self, keys: pl.Series, values: pl.Series) -> pl.Series:
         """``values`` with those ``is_phone_attribute`` finds (given each one's key) replaced by their hash."""
         looks = values.str.contains(f"(?i){PHONE_ATTRIBUTE}") | (
             keys.str.contains(PHONE_KEY) & values.str.contains(f"(?i){PHONE_VALUE.pattern}"))
-        return self._hash_where(values, looks)
+        return self.hash_where(values, looks)
 
-    def _hash_where(self, s: pl.Series, looks: pl.Series) -> pl.Series:
+    def hash_where(self, s: pl.Series, looks: pl.Series) -> pl.Series:
+        """``s`` with the values where ``looks`` is true replaced by their hash (a null in ``looks``: kept)."""
         if not looks.any():
             return s
         looks = looks.fill_null(False)

@@ -125,6 +125,31 @@ def test_custom_attribute_strings_that_are_phone_numbers_are_hashed() -> None:
     assert "555" not in record["custom_attributes"]
 
 
+def test_the_columns_a_site_keeps_phone_numbers_in_are_hashed_whole() -> None:
+    day = _day([_row("K-1", "2026-11-03 10:00:00", "2026-11-03 10:05:00")])
+    hasher = AddressHasher("k" * 32)
+    custom = {c: None for c in pc.INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA}
+    custom.update(InteractionIDKey="K-1", SiteID=1, SeqNo=0, CustomNum1=3175550177, CustomNum2=42,
+                  CustomString2="317-555-0177", CustomString3="", CustomString4="11748334")
+    day.custom_attributes = pl.DataFrame([custom], schema=pc.INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA)
+    columns = li.phone_custom_columns(" CustomString2, CustomNum1,CustomString3,CustomString5,CustomString2 ")
+    assert columns == ("CustomString2", "CustomNum1", "CustomString3", "CustomString5")
+    record = li.normalise_day(day, DAY, "America/New_York", hasher, columns).interactions.row(0, named=True)
+    attributes = json.loads(record["custom_attributes"])
+    assert attributes["CustomString2"] == hasher.hash("317-555-0177")  # no tel: or +, but this site's phone column
+    assert attributes["CustomNum1"] == hasher.hash("3175550177")
+    assert (attributes["CustomString3"], attributes["CustomString5"]) == ("", None)  # nothing to hash
+    assert (attributes["CustomNum2"], attributes["CustomString4"]) == (42, "11748334")  # other columns: as before
+    assert "555" not in record["custom_attributes"]
+
+
+def test_a_phone_column_the_table_does_not_have_is_an_error_naming_the_columns() -> None:
+    day = _day([_row("K-1", "2026-11-03 10:00:00", "2026-11-03 10:05:00")])
+    with pytest.raises(ValueError, match="CustomStrng2, which InteractionCustomAttributes does not have; its "
+                                         "columns are CustomNum1"):
+        li.normalise_day(day, DAY, "America/New_York", AddressHasher("k" * 32), ("CustomStrng2",))
+
+
 def test_a_mapping_written_twice_or_listed_twice_maps_each_interaction_once() -> None:
     # Both rows were valid, and the join to the interactions doubled each one (two payloads, two ledger rows).
     user = "11111111-1111-4111-8111-111111111111"

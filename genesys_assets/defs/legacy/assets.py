@@ -23,7 +23,7 @@ from genesys_assets.lib import legacy_cloud as lc
 from genesys_assets.lib import legacy_id_maps as idm
 from genesys_assets.lib import legacy_lake as paths
 from genesys_assets.lib import wrapup_dimension
-from genesys_assets.lib.legacy_interactions import QUARANTINE_SCHEMA, normalise_day
+from genesys_assets.lib.legacy_interactions import QUARANTINE_SCHEMA, normalise_day, phone_custom_columns
 from genesys_assets.lib.recordings_staging import (
     DEFAULT_REQUESTS_PER_SECOND,
     MANIFEST_SCHEMA,
@@ -78,6 +78,13 @@ class LegacyInteractionsConfig(dg.Config):
         "offset. Unset: env PURECONNECT_SITE_TIMEZONE. Empty: none configured, such rows are quarantined as "
         "ambiguous_timezone (seed 000: UTC only after explicit confirmation).",
     )
+    phone_custom_columns: str | None = Field(
+        default=None,
+        description="Comma-separated InteractionCustomAttributes columns this site keeps phone numbers in (e.g. "
+        "'CustomString2,CustomNum1'): every value in them is hashed. Other columns have only values written as "
+        "numbers (tel:, sip:, +) hashed, since digits alone are often account numbers. Unset: env "
+        "PURECONNECT_PHONE_CUSTOM_COLUMNS.",
+    )
 
 
 @dg.asset(
@@ -103,7 +110,8 @@ def legacy_interactions(
     started = time.perf_counter()
     legacy = pureconnect.read_day(day)
     read_seconds = time.perf_counter() - started
-    result = normalise_day(legacy, day, timezone, pii.hasher())
+    phone_columns = phone_custom_columns(env_default(config.phone_custom_columns, "PURECONNECT_PHONE_CUSTOM_COLUMNS"))
+    result = normalise_day(legacy, day, timezone, pii.hasher(), phone_columns)
     summary = {"day": day.isoformat(), "site_timezone": timezone, **result.stats}
     sizes = [
         paths.write_day(lake, paths.INTERACTIONS, day, "interactions.parquet", result.interactions,
@@ -131,6 +139,7 @@ def legacy_interactions(
         "files": len(sizes),
         **stats,
         "site_timezone": timezone or "(none: local-time rows quarantined)",
+        "phone_custom_columns": ", ".join(phone_columns) or "(none: only values written as numbers are hashed)",
         "bytes": sum(sizes),
         "read_seconds": round(read_seconds, 3),
         "seconds": round(seconds, 3),
