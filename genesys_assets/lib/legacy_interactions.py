@@ -17,6 +17,7 @@ The raw timestamp strings are kept on every record.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
@@ -311,20 +312,25 @@ def _wrapups(wrapups: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def phone_custom_columns(setting: str | None) -> tuple[str, ...]:
-    """``"CustomString2, CustomNum1"`` (``PURECONNECT_PHONE_CUSTOM_COLUMNS``) → the column names; unset → none."""
-    return tuple(dict.fromkeys(name.strip() for name in (setting or "").split(",") if name.strip()))
+def phone_custom_columns(setting: str | None, columns: Iterable[str]) -> tuple[str, ...]:
+    """``"CustomString2, CustomNum1"`` (``PURECONNECT_PHONE_CUSTOM_COLUMNS``) → the column names; unset → none. A
+    name that is not one of the value columns among InteractionCustomAttributes' ``columns`` is an error listing
+    them."""
+    available = [c for c in columns if c not in _KEY]
+    names = tuple(dict.fromkeys(name.strip() for name in (setting or "").split(",") if name.strip()))
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise ValueError(f"PURECONNECT_PHONE_CUSTOM_COLUMNS names {', '.join(unknown)}, which "
+                         f"InteractionCustomAttributes does not have; its columns are {', '.join(available)}")
+    return names
 
 
 def _custom_attributes(custom: pl.DataFrame, hasher: AddressHasher, phone_columns: tuple[str, ...]) -> pl.DataFrame:
-    """CustomNum/CustomString1..6 as one JSON object. A string that is a phone number is hashed, as Genesys Cloud's
-    participant attributes are (the same rule: ``tel:``, ``sip:`` or ``+`` and digits); the columns a site keeps
-    phone numbers in (``phone_columns``, which only the site knows) are hashed whatever their values look like."""
+    """CustomNum/CustomString1..6 as one JSON object. A string written as a phone number (``tel:``, ``sip:`` or
+    ``+`` and digits) is hashed; the columns a site keeps phone numbers in (``phone_columns``: the column names say
+    nothing, only the site knows) are hashed whatever their values look like, a ``CustomNum`` becoming a string."""
     value_columns = [c for c in custom.columns if c not in _KEY]
-    unknown = [c for c in phone_columns if c not in value_columns]
-    if unknown:
-        raise ValueError(f"PURECONNECT_PHONE_CUSTOM_COLUMNS names {', '.join(unknown)}, which "
-                         f"InteractionCustomAttributes does not have; its columns are {', '.join(value_columns)}")
+    phone_columns = phone_custom_columns(",".join(phone_columns), custom.columns)
     custom = custom.unique(subset=list(_KEY), keep="first")
 
     def hashed(column: str) -> pl.Series:

@@ -15,16 +15,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 PHONE_VALUE = re.compile(r"^\s*(?:tel:|sip:)?\+?[\d\s().\-/]{7,}(?:@.*)?\s*$", re.IGNORECASE)
-# Attribute values are matched more strictly (account numbers are digits too): only ``tel:``/``sip:``/``+``.
+# Attribute values are matched more strictly (account numbers are digits too): ``tel:``/``sip:``/``+``, unless the
+# attribute's key names a phone number (``PHONE_KEY``).
 PHONE_ATTRIBUTE = r"^\s*(?:(?:tel:|sip:)\+?|\+)\d[\d\s().\-]{5,}\d(?:@.*)?\s*$"
 PHONE_ATTRIBUTE_RE = re.compile(PHONE_ATTRIBUTE, re.IGNORECASE)
 # Attribute keys that name a phone number (``callbackNumber``, ``callback``, ``customer_phone``, ``mobile``,
 # ``MSISDN``, ``ANI``, ``customerAni``, ``customerANI``, ``dnis``): under them a number written without ``tel:``
-# or ``+`` (``317-555-0100``) is hashed too. ``accountNumber`` and ``callbackDate`` are not: account numbers and
-# dates stay clear. Python's ``re`` and Polars' (Rust) regex read the same pattern.
-PHONE_KEY = (r"(?i:phone|mobile|msisdn|dnis|callback_?num|^callback$)"
-             r"|(?:^|[^A-Za-z])(?i:ani)(?:$|[^a-z])|[a-z]Ani(?:$|[^a-z])|[a-z]ANI(?:$|[^A-Za-z])")
+# or ``+`` (``317-555-0100``) is hashed too, unless it is an ISO date. ``accountNumber``, ``callbackDate`` and
+# ``ANIMAL`` are not such keys. Python's ``re`` and Polars' (Rust) regex read the same pattern and agree on ASCII
+# keys without a trailing newline (tested); on others Python's case folding and ``$`` match more, so the raw
+# landing hashes at least as much as the flattening.
+PHONE_KEY = (r"(?i:phone|mobile|msisdn|dnis|callback[-_. ]?num|^callback$)"
+             r"|(?:^|[^A-Za-z])ani(?:$|[^a-z])|(?:^|[^A-Z])Ani(?:$|[^a-z])|(?:^|[^A-Z])ANI(?:$|[^A-Za-z])")
+ISO_DATE = r"^\s*\d{4}-\d{2}-\d{2}"
 PHONE_KEY_RE = re.compile(PHONE_KEY)
+ISO_DATE_RE = re.compile(ISO_DATE)
 # Phone-number-like runs inside free text: an optional +, then >= 9 digits allowing common separators.
 PHONE_IN_TEXT = r"\+?\d(?:[\s().\-]{0,2}\d){8,}"
 PHONE_REDACTED = "[phone]"
@@ -37,7 +42,12 @@ _HASHED_VALUE = re.compile(re.escape(HASHED_PREFIX) + "[0-9a-f]{32}")
 def is_phone_attribute(key: str, value: str) -> bool:
     """An attribute value that is a phone number: written as one (``tel:``, ``sip:``, ``+``), or under a key that
     names one and shaped like one."""
-    return bool(PHONE_ATTRIBUTE_RE.match(value) or (PHONE_KEY_RE.search(key) and PHONE_VALUE.match(value)))
+    return bool(PHONE_ATTRIBUTE_RE.match(value) or (PHONE_KEY_RE.search(key) and is_phone_under_phone_key(value)))
+
+
+def is_phone_under_phone_key(value: str) -> bool:
+    """A value under a key that names a phone number that is shaped like one (and is not an ISO date)."""
+    return bool(PHONE_VALUE.match(value)) and not ISO_DATE_RE.match(value)
 
 
 def is_hashed(value: str) -> bool:
@@ -137,7 +147,8 @@ class AddressHasher:
     def hash_phone_attributes(self, keys: pl.Series, values: pl.Series) -> pl.Series:
         """``values`` with those ``is_phone_attribute`` finds (given each one's key) replaced by their hash."""
         looks = values.str.contains(f"(?i){PHONE_ATTRIBUTE}") | (
-            keys.str.contains(PHONE_KEY) & values.str.contains(f"(?i){PHONE_VALUE.pattern}"))
+            keys.str.contains(PHONE_KEY) & values.str.contains(f"(?i){PHONE_VALUE.pattern}")
+            & ~values.str.contains(ISO_DATE))
         return self.hash_where(values, looks)
 
     def hash_where(self, s: pl.Series, looks: pl.Series) -> pl.Series:

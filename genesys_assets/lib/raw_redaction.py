@@ -32,9 +32,9 @@ from genesys_assets.lib.pii import (
     PHONE_IN_TEXT,
     PHONE_KEY_RE,
     PHONE_REDACTED,
-    PHONE_VALUE,
     AddressHasher,
     is_hashed,
+    is_phone_under_phone_key,
     marked_hash_if_phone,
 )
 
@@ -214,7 +214,8 @@ class _PageRedactor:
 
     def _attributes(self, attributes: list[dict[str, Any]]) -> None:
         """String values of attribute objects that are phone numbers (``pii.is_phone_attribute``) hashed; nested
-        values are not looked into. Values are judged once each, keys only where a key names a phone number."""
+        values are not looked into. Each distinct value and key is judged once; only when some key names a phone
+        number are the objects walked again, for that key's values."""
         seen = self._attribute_values
         values = list(chain.from_iterable(map(dict.values, attributes)))
         try:
@@ -231,7 +232,7 @@ class _PageRedactor:
         for a in attributes if phone_keys else ():
             for key in phone_keys.intersection(a):
                 value = a[key]
-                if type(value) is str and PHONE_VALUE.match(value):
+                if type(value) is str and is_phone_under_phone_key(value):
                     a[key] = self._hash(value)
 
     def _hash(self, value: str) -> str:

@@ -245,6 +245,7 @@ class GenesysEmulator:
         self._refused_records: set[str] = set()
         self._log: list[dict] = []
         self._request_hooks: list[Callable[[dict], object]] = []
+        self._hook_errors: list[BaseException] = []
         self._webhooks: list[dict] = []
         self._upload_secret = hashlib.sha256(f"upload-signing/{seed}".encode()).digest()
         self._host, self._port = host, port
@@ -363,6 +364,9 @@ class GenesysEmulator:
         finally:
             with self._lock:
                 self._request_hooks.remove(hook)
+                errors, self._hook_errors = self._hook_errors, []
+        if errors:  # the request it broke was answered as a dropped connection: the test must not pass on that
+            raise errors[0]
 
     def webhook_deliveries(self) -> list[dict]:
         with self._lock:
@@ -442,7 +446,11 @@ class GenesysEmulator:
                     self._log.append(entry)
                     hooks = list(self._request_hooks)
                 for hook in hooks:
-                    hook(entry)
+                    try:
+                        hook(entry)
+                    except Exception as error:  # raised again where the hook was armed
+                        with self._lock:
+                            self._hook_errors.append(error)
 
         def send(resp: _Response, fault: str | None = None, truncate: bool = False) -> None:
             record(resp.status, fault)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -105,13 +106,11 @@ def served_result_pages(emulator: GenesysEmulator) -> list[str]:
 def after_pages(emulator: GenesysEmulator, pages: int, action: Callable[[str], object]) -> Iterator[None]:
     """Within the block, run ``action(job_id)`` once ``pages`` result pages were served: in the emulator's serving
     thread before the last of them is answered, so it takes effect from the next request on (mid-paging)."""
-    served: list[str] = []
+    served = itertools.count(1)
 
     def hook(entry: dict) -> None:
-        if entry["path"].endswith("/results") and entry["status"] == 200:
-            served.append(entry["path"])
-            if len(served) == pages:
-                action(entry["path"].split("/")[-2])
+        if entry["path"].endswith("/results") and entry["status"] == 200 and next(served) == pages:
+            action(entry["path"].split("/")[-2])  # count's next() is atomic: exactly one thread sees ``pages``
 
     with emulator.request_hook(hook):
         yield

@@ -132,7 +132,8 @@ def test_the_columns_a_site_keeps_phone_numbers_in_are_hashed_whole() -> None:
     custom.update(InteractionIDKey="K-1", SiteID=1, SeqNo=0, CustomNum1=3175550177, CustomNum2=42,
                   CustomString2="317-555-0177", CustomString3="", CustomString4="11748334")
     day.custom_attributes = pl.DataFrame([custom], schema=pc.INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA)
-    columns = li.phone_custom_columns(" CustomString2, CustomNum1,CustomString3,CustomString5,CustomString2 ")
+    columns = li.phone_custom_columns(" CustomString2, CustomNum1,CustomString3,CustomString5,CustomString2 ",
+                                      pc.INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA)
     assert columns == ("CustomString2", "CustomNum1", "CustomString3", "CustomString5")
     record = li.normalise_day(day, DAY, "America/New_York", hasher, columns).interactions.row(0, named=True)
     attributes = json.loads(record["custom_attributes"])
@@ -145,8 +146,10 @@ def test_the_columns_a_site_keeps_phone_numbers_in_are_hashed_whole() -> None:
 
 def test_a_phone_column_the_table_does_not_have_is_an_error_naming_the_columns() -> None:
     day = _day([_row("K-1", "2026-11-03 10:00:00", "2026-11-03 10:05:00")])
-    with pytest.raises(ValueError, match="CustomStrng2, which InteractionCustomAttributes does not have; its "
-                                         "columns are CustomNum1"):
+    error = "CustomStrng2, which InteractionCustomAttributes does not have; its columns are CustomNum1"
+    with pytest.raises(ValueError, match=error):  # the asset's check, before the day is read
+        li.phone_custom_columns("CustomStrng2", pc.INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA)
+    with pytest.raises(ValueError, match=error):  # and normalise_day's own, for any other caller
         li.normalise_day(day, DAY, "America/New_York", AddressHasher("k" * 32), ("CustomStrng2",))
 
 

@@ -27,6 +27,7 @@ from genesys_assets.lib.conversation_details import (
     wrapup_facts,
 )
 from genesys_assets.lib.pii import AddressHasher, is_phone_attribute, normalize_address
+from genesys_assets.lib.raw_redaction import redact_page
 from genesys_assets.lib.schemas import TABLE_SCHEMAS, WRAPUP_FACTS_SCHEMA
 from genesys_assets.sandbox.conversations import ConversationStore
 
@@ -284,6 +285,10 @@ PHONE_ATTRIBUTE_CASES = [
     ("customerANI", "3175550142", True), ("dnis", "8005550100", True), ("intent", "+13175550142", True),
     ("accountNumber", "31755501", False), ("company", "3175550142", False), ("callbackDate", "2026-12-03", False),
     ("mobile", "n/a", False), ("Animal", "3175550142", False), ("phone", "hmac:" + "0" * 32, False),
+    ("ANIMAL", "3175550142", False), ("company", "3175550142", False), ("botANIcal", "3175550142", False),
+    ("callback-number", "3175550142", True), ("Callback Number", "3175550142", True),
+    ("ANI_ID", "3175550142", True), ("aniNumber", "3175550142", True), ("AniNumber", "3175550142", True),
+    ("phoneVerifiedDate", "2026-12-03", False), ("phoneVerifiedAt", "2026-12-03T10:00:00Z", False),
 ]
 
 
@@ -302,6 +307,15 @@ def test_a_phone_number_under_a_phone_key_is_hashed_in_the_lake() -> None:
     c["participants"][0]["attributes"] = {"callbackNumber": "317-555-0142", "accountNumber": "31755501"}
     attrs = dict(flat_of(page([c])).participants.to_pylist()[0]["attributes"])
     assert attrs == {"accountNumber": "31755501", "callbackNumber": AddressHasher(KEY).hash("317-555-0142")}
+
+
+def test_a_landed_page_keeps_its_hashed_attributes_in_the_lake() -> None:
+    """Production flattens the redacted page: the lake holds the raw landing's ``hmac:`` value, never the number."""
+    c = conversation("c1", "2024-03-05T10:00:00.000Z", "2024-03-05T10:06:00.000Z")
+    c["participants"][0]["attributes"] = {"callbackNumber": "317-555-0142", "accountNumber": "31755501"}
+    landed = redact_page(page([c]), AddressHasher(KEY))
+    attrs = dict(flat_of(landed).participants.to_pylist()[0]["attributes"])
+    assert attrs == {"accountNumber": "31755501", "callbackNumber": "hmac:" + AddressHasher(KEY).hash("317-555-0142")}
 
 
 def _strings(value: object) -> Iterator[str]:

@@ -137,8 +137,8 @@ def test_killed_process_resumes_and_files_are_byte_identical(
             pages = orjson.loads(checkpoint.read_bytes()).get("pages", 0)
         except (OSError, orjson.JSONDecodeError):
             return
-        if pages >= 2 and children:
-            os.kill(children[0].pid, signal.SIGKILL)
+        if pages >= 2 and children and children[0].returncode is None:
+            children[0].send_signal(signal.SIGKILL)  # once: a reaped child is not signalled again
 
     with emu.request_hook(kill_once_two_pages_are_saved):
         child = subprocess.Popen(

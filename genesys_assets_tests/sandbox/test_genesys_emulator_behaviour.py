@@ -479,3 +479,10 @@ def test_stop_closes_the_socket(tmp_path: Path) -> None:
     gc.stop()
     with pytest.raises(OSError), socket.create_connection((host, int(port)), timeout=1):
         pass
+
+
+def test_a_request_hook_that_fails_is_raised_where_it_was_armed(emulator: GenesysEmulator) -> None:
+    """The request it broke is still answered; the error is not lost as a dropped connection."""
+    with pytest.raises(ZeroDivisionError), emulator.request_hook(lambda entry: 1 / 0):
+        answer = requests.get(f"{emulator.base_url}/api/v2/users", timeout=5)
+        assert answer.status_code == 401  # no token: answered as always

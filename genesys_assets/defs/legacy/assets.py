@@ -37,7 +37,7 @@ from genesys_assets.lib.warehouse import replace_rows_together, replace_table
 from genesys_assets.resources.genesys_cloud import GenesysApiError, GenesysCloudResource, GenesysPermissionError
 from genesys_assets.resources.lake import Lake
 from genesys_assets.resources.pii import PiiHashingResource
-from genesys_assets.resources.pureconnect import PureConnectResource
+from genesys_assets.resources.pureconnect import INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA, PureConnectResource
 from genesys_assets.settings import GENESYS_API_POOL, WAREHOUSE_POOL
 
 GROUP = "legacy_migration"
@@ -110,7 +110,9 @@ def legacy_interactions(
     started = time.perf_counter()
     legacy = pureconnect.read_day(day)
     read_seconds = time.perf_counter() - started
-    phone_columns = phone_custom_columns(env_default(config.phone_custom_columns, "PURECONNECT_PHONE_CUSTOM_COLUMNS"))
+    phone_columns = phone_custom_columns(  # checked before the day is read
+        env_default(config.phone_custom_columns, "PURECONNECT_PHONE_CUSTOM_COLUMNS"),
+        INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA)
     result = normalise_day(legacy, day, timezone, pii.hasher(), phone_columns)
     summary = {"day": day.isoformat(), "site_timezone": timezone, **result.stats}
     sizes = [
