@@ -129,3 +129,16 @@ def test_an_unstated_recording_source_audio_is_named_with_what_to_do(env: dict[s
     monkeypatch.delenv("PURECONNECT_RECORDING_AUDIO")
     check = _doctor(env["GENESYS_STAGING_BUCKET"])["recording source audio"]
     assert not check.ok and "PURECONNECT_RECORDING_AUDIO" in check.detail and "security team" in check.fix
+
+
+def test_a_phone_column_the_table_does_not_have_is_named_with_the_columns_it_has(
+        env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PURECONNECT_PHONE_CUSTOM_COLUMNS", raising=False)
+    assert _doctor(env["GENESYS_STAGING_BUCKET"])["custom attribute phone columns"].detail.startswith("none named")
+    monkeypatch.setenv("PURECONNECT_PHONE_CUSTOM_COLUMNS", "CustomString2, CustomNum1")
+    check = _doctor(env["GENESYS_STAGING_BUCKET"])["custom attribute phone columns"]
+    assert check.ok and check.detail == "every value of CustomString2, CustomNum1 is hashed"
+    monkeypatch.setenv("PURECONNECT_PHONE_CUSTOM_COLUMNS", "CustomString2,CallbackPhone")
+    check = _doctor(env["GENESYS_STAGING_BUCKET"])["custom attribute phone columns"]
+    assert not check.ok and "names CallbackPhone, which InteractionCustomAttributes does not have" in check.detail
+    assert "CustomString6" in check.detail and "PURECONNECT_PHONE_CUSTOM_COLUMNS" in check.fix
