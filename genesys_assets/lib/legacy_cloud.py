@@ -27,6 +27,7 @@ import orjson
 import polars as pl
 
 from genesys_assets.lib.legacy_id_maps import AGENTS, QUEUES, WRAPUPS, IdMaps
+from genesys_assets.lib.legacy_interactions import cloud_ids
 from genesys_assets.lib.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -137,11 +138,11 @@ def _segments(resolved: pl.DataFrame, manifest: pl.DataFrame | None) -> pl.DataF
     frame = (resolved.select("id", "recording_id", "contact_type", "start_time_iso", "end_time_iso")
              .join(rec, on="id", how="left")
              .sort(["id", pl.col("_rec_id") != pl.col("recording_id"), "_rec_id"], nulls_last=False))
-    rank = frame.select(pl.int_range(pl.len()).over("id")).to_series()
-    segment_ids = [str(uuid.uuid5(SEGMENT_NAMESPACE, i if n == 0 else f"{i}:{r}"))
-                   for i, r, n in zip(frame["id"], frame["_rec_id"], rank, strict=True)]
+    names = frame.select(pl.when(pl.int_range(pl.len()).over("id") == 0).then(pl.col("id"))
+                         .otherwise(pl.format("{}:{}", "id", "_rec_id"))).to_series()
+    segment_ids = cloud_ids(names, SEGMENT_NAMESPACE)
     staged = pl.col("rec_status") == "staged"
-    return (frame.with_columns(pl.Series("_segment_id", segment_ids, dtype=pl.String),
+    return (frame.with_columns(segment_ids.alias("_segment_id"),
                                pl.col("_rec_id").alias("recording_id"))
             .group_by("id", maintain_order=True).agg(
                 pl.struct(pl.col("_segment_id").alias("id"), pl.col("contact_type").alias("type"),

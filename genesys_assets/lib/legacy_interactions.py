@@ -115,8 +115,8 @@ def legacy_id_expr() -> pl.Expr:
     return pl.format("{}:{}:{}", pl.col("SiteID"), pl.col("InteractionIDKey").str.strip_chars(), pl.col("SeqNo"))
 
 
-def cloud_ids(legacy_ids: pl.Series) -> pl.Series:
-    """UUIDv5 per legacy id, byte-identical to ``str(uuid.uuid5(INTERACTION_NAMESPACE, id))``; null stays null.
+def cloud_ids(legacy_ids: pl.Series, namespace: uuid.UUID = INTERACTION_NAMESPACE) -> pl.Series:
+    """UUIDv5 per legacy id, byte-identical to ``str(uuid.uuid5(namespace, id))``; null stays null.
 
     UUIDv5 is SHA-1 over the namespace's 16 bytes and the name's UTF-8, first 16 bytes, version nibble 5 and
     the RFC 4122 variant bits. SHA-1 is not a Polars expression, and per-row ``uuid5`` costs ~5 µs in Python
@@ -127,7 +127,7 @@ def cloud_ids(legacy_ids: pl.Series) -> pl.Series:
     with duckdb.connect() as con:
         con.register("names", legacy_ids.cast(pl.String).rename("name").to_frame().to_arrow())
         digests = con.sql("SELECT sha1($ns::BLOB || encode(name)) AS h FROM names",
-                          params={"ns": INTERACTION_NAMESPACE.bytes}).to_arrow_table()
+                          params={"ns": namespace.bytes}).to_arrow_table()
     digest = pl.col("h")
     # Byte 8's high nibble keeps its two low bits under the variant bits 10: hex 0-f -> 8 9 a b 8 9 a b ...
     variant = digest.str.slice(16, 1).replace_strict(
@@ -316,13 +316,17 @@ def phone_custom_columns(setting: str | None, columns: Iterable[str]) -> tuple[s
     """``"CustomString2, CustomNum1"`` (``PURECONNECT_PHONE_CUSTOM_COLUMNS``) → the column names; unset → none. A
     name that is not one of the value columns among InteractionCustomAttributes' ``columns`` is an error listing
     them."""
-    available = [c for c in columns if c not in _KEY]
     names = tuple(dict.fromkeys(name.strip() for name in (setting or "").split(",") if name.strip()))
+    _check_phone_columns(names, columns)
+    return names
+
+
+def _check_phone_columns(names: tuple[str, ...], columns: Iterable[str]) -> None:
+    available = [c for c in columns if c not in _KEY]
     unknown = [name for name in names if name not in available]
     if unknown:
         raise ValueError(f"PURECONNECT_PHONE_CUSTOM_COLUMNS names {', '.join(unknown)}, which "
                          f"InteractionCustomAttributes does not have; its columns are {', '.join(available)}")
-    return names
 
 
 def _custom_attributes(custom: pl.DataFrame, hasher: AddressHasher, phone_columns: tuple[str, ...]) -> pl.DataFrame:
@@ -330,7 +334,7 @@ def _custom_attributes(custom: pl.DataFrame, hasher: AddressHasher, phone_column
     ``+`` and digits) is hashed; the columns a site keeps phone numbers in (``phone_columns``: the column names say
     nothing, only the site knows) are hashed whatever their values look like, a ``CustomNum`` becoming a string."""
     value_columns = [c for c in custom.columns if c not in _KEY]
-    phone_columns = phone_custom_columns(",".join(phone_columns), custom.columns)
+    _check_phone_columns(phone_columns, custom.columns)
     custom = custom.unique(subset=list(_KEY), keep="first")
 
     def hashed(column: str) -> pl.Series:

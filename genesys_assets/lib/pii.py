@@ -159,10 +159,15 @@ class AddressHasher:
         return s.clone().scatter(looks.arg_true(), self.hash_series(s.filter(looks)))
 
 
+def is_phone_name(name: str) -> bool:
+    """A display name that is just a phone number (the caller id Genesys fills the name with)."""
+    return PHONE_VALUE.match(name) is not None
+
+
 def marked_hash_if_phone(name: str, hasher: AddressHasher) -> str:
     """A display name that is just a phone number → ``hmac:`` + its hash (marked: names are otherwise clear text);
-    any other name as it is. The raw landing's and the web messaging archive's rule."""
-    return HASHED_PREFIX + hasher.hash(name) if PHONE_VALUE.match(name) else name
+    any other name as it is. The web messaging archive's rule, and the raw landing's (``is_phone_name``)."""
+    return HASHED_PREFIX + hasher.hash(name) if is_phone_name(name) else name
 
 
 def as_hasher(hmac_key: bytes | str | AddressHasher) -> AddressHasher:

@@ -34,8 +34,8 @@ from genesys_assets.lib.pii import (
     PHONE_REDACTED,
     AddressHasher,
     is_hashed,
+    is_phone_name,
     is_phone_under_phone_key,
-    marked_hash_if_phone,
 )
 
 ADDRESS_KEYS = frozenset({"ani", "dnis", "sessionDnis", "addressFrom", "addressTo", "addressOther", "addressSelf",
@@ -228,7 +228,7 @@ class _PageRedactor:
                     if type(value) is str:
                         a[key] = seen[value]
         keys = set(chain.from_iterable(map(dict.keys, attributes)))
-        phone_keys = {k for k in keys if type(k) is str and PHONE_KEY_RE.search(k)}
+        phone_keys = {k for k in keys if PHONE_KEY_RE.search(k)}  # JSON object keys are strings
         for a in attributes if phone_keys else ():
             for key in phone_keys.intersection(a):
                 value = a[key]
@@ -249,7 +249,7 @@ class _PageRedactor:
         return self._hash(value) if PHONE_ATTRIBUTE_RE.match(value) else value
 
     def _name(self, value: str) -> str:
-        return marked_hash_if_phone(value, self._hasher)  # each distinct name once: _replace learns the answers
+        return self._hash(value) if is_phone_name(value) else value  # pii.marked_hash_if_phone, with the cache
 
     @staticmethod
     def _text(value: str) -> str:

@@ -51,7 +51,7 @@ from datetime import date
 from itertools import chain
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 import av
 import polars as pl
@@ -499,7 +499,12 @@ def digests(path: Path, multipart_threshold: int, chunksize: int) -> tuple[str, 
 
 
 def tags_for(ir_tags: Iterable[str] | None, recording_id: str, source_audio: str) -> str:
-    """S3 object tags: retention (7y when IR tagged Retention-7Y, else the default), legal hold, provenance, and
+    """``tag_pairs`` as the URL-encoded ``Tagging`` string a PUT carries."""
+    return urlencode(tag_pairs(ir_tags, recording_id, source_audio))
+
+
+def tag_pairs(ir_tags: Iterable[str] | None, recording_id: str, source_audio: str) -> list[tuple[str, str]]:
+    """S3 object tags, sorted: retention (7y when IR tagged Retention-7Y, else the default), legal hold, provenance, and
     whether the audio is raw or masked at the source (``source-audio``), so raw recordings can be found and
     restricted or redacted."""
     tags = dict([DEFAULT_RETENTION])
@@ -510,7 +515,7 @@ def tags_for(ir_tags: Iterable[str] | None, recording_id: str, source_audio: str
     tags["source"] = "pureconnect-ir"
     tags["legacy-recording-id"] = recording_id
     tags["source-audio"] = source_audio
-    return urlencode(sorted(tags.items()))
+    return sorted(tags.items())
 
 
 def day_prefix(day: date) -> str:
@@ -673,7 +678,8 @@ def stage_recording(s3: Any, link: dict[str, Any], day: date, settings: StagingS
             sha, size, checksum = digests(upload_path, settings.multipart_threshold, settings.multipart_chunksize)
             key = f"{day_prefix(day)}{sha}.{ext}"
             content_type = CONTENT_TYPES[ext]
-            tags = tags_for(link.get("ir_tags"), link["recording_id"], settings.source_audio)
+            pairs = tag_pairs(link.get("ir_tags"), link["recording_id"], settings.source_audio)
+            tags = urlencode(pairs)
             row.update(codec_out=codec_out, key=key, sha256=sha, bytes=size, content_type=content_type,
                        server_side_encryption="AES256", tags=tags)
             head = None
@@ -683,7 +689,7 @@ def stage_recording(s3: Any, link: dict[str, Any], day: date, settings: StagingS
                 result.verify_attempts = 1  # already there and complete: that HEAD is the verification
                 # Its tags as of this run (source-audio, retention may have been restated since it was staged).
                 s3.put_object_tagging(Bucket=settings.bucket, Key=key, Tagging={
-                    "TagSet": [{"Key": k, "Value": v} for k, v in parse_qsl(tags)]})
+                    "TagSet": [{"Key": k, "Value": v} for k, v in pairs]})
             else:
                 extra = {"ContentType": content_type, "ServerSideEncryption": "AES256", "Tagging": tags,
                          "Metadata": {"sha256": sha, "legacy-recording-id": link["recording_id"]}}

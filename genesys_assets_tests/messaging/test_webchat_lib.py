@@ -123,7 +123,10 @@ S3_PRESIGNED = ("https://bucket.s3.amazonaws.com/media/a.png?X-Amz-Algorithm=AWS
     ("https://user:secret@[::1/a.png?sig=1", "https://[::1/a.png"),  # malformed: nothing after it kept
     ("https://u@x:secret@[::1/a.png", "https://[::1/a.png"),
     ("https://h.example/a.png?a=1;X-Amz-Signature=abc", "https://h.example/a.png"),  # ";" separates too
-    ("https://h.example/a.png?X%2DAmz%2DSignature=abc", "https://h.example/a.png"),  # an encoded name
+    ("https://h.example/a.png?X%2DAmz%2DDate=20261203", "https://h.example/a.png"),  # signs only once decoded
+    *((f"https://h.example/a.png?{name}=abc", "https://h.example/a.png") for name in (
+        "key", "apikey", "api_key", "Policy", "Key-Pair-Id", "AWSAccessKeyId", "GoogleAccessId", "Authorization",
+        "hdnts")),
     ("https://h.example/a.png?v=1#/view?access_token=abc", "https://h.example/a.png"),  # a fragment route
     ("https://h.example/a.png?q-signature=abc&hdnts=exp~acl~hmac", "https://h.example/a.png"),
     ("ftp://user:secret@h.example/a.png", "ftp://h.example/a.png"),

@@ -557,9 +557,10 @@ def _answer_token_with(client: Any, access_token: str) -> None:
     client._session.request = request
 
 
-def test_a_token_that_is_no_header_value_is_refused_without_quoting_it(emu: GenesysEmulator) -> None:
+@pytest.mark.parametrize("token", ["tok-5ecret\n", "tok 5ecret", "tok-5ecret\x00"])
+def test_a_token_that_is_no_header_value_is_refused_without_quoting_it(emu: GenesysEmulator, token: str) -> None:
     client = make_resource(emu).get_client()
-    _answer_token_with(client, "tok-5ecret\n")
+    _answer_token_with(client, token)
     with pytest.raises(GenesysAuthError) as info:
         client.get_json(USERS)
     assert "not a bearer token" in str(info.value) and "5ecret" not in str(info.value)

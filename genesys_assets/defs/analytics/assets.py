@@ -196,12 +196,13 @@ def _extract_details(context: dg.AssetExecutionContext, config: ConversationDeta
     passes: list[dict[str, Any]] = []
     chosen: PassResult | None = None
     for hours in config.window_hours:
+        pass_dir = work / f"pass-{hours}h"
         try:
-            result = _run_pass_with_restarts(context, client, config, day, hours, work / f"pass-{hours}h", hasher)
+            result = _run_pass_with_restarts(context, client, config, day, hours, pass_dir, hasher)
         except DetailsJobTimeout as exc:  # seed 003: a job that never finishes is retried over narrower windows
             passes.append({"window_hours": hours, "timed_out": str(exc)})
             context.log.warning("%s in %d h windows: %s; trying narrower windows", day, hours, exc)
-            remove_tree(work / f"pass-{hours}h")
+            remove_tree(pass_dir)
             continue
         diff = relative_difference(result.day.conversations, total_hits)
         passes.append({**result.summary(total_hits), "difference_pct": round(diff * 100, 3)})

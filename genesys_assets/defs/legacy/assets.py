@@ -107,12 +107,12 @@ def legacy_interactions(
 ) -> dg.MaterializeResult:
     day = partition_day(context)
     timezone = env_default(config.site_timezone, "PURECONNECT_SITE_TIMEZONE") or None
-    started = time.perf_counter()
-    legacy = pureconnect.read_day(day)
-    read_seconds = time.perf_counter() - started
     phone_columns = phone_custom_columns(  # checked before the day is read
         env_default(config.phone_custom_columns, "PURECONNECT_PHONE_CUSTOM_COLUMNS"),
         INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA)
+    started = time.perf_counter()
+    legacy = pureconnect.read_day(day)
+    read_seconds = time.perf_counter() - started
     result = normalise_day(legacy, day, timezone, pii.hasher(), phone_columns)
     summary = {"day": day.isoformat(), "site_timezone": timezone, **result.stats}
     sizes = [
@@ -394,10 +394,9 @@ def check_historical_import(client: object) -> None:
         "The ingested Cloud records: payloads built from the canonical records, id maps and recordings manifest "
         "(mapped agent and wrap-up, hashed customer, routing queue, a segment per linked recording with its link "
         "and duration in ms, x_legacy_id and raw timestamps as custom attributes, retention tags), posted to the "
-        "migration "
-        "target in batches of 100 with an X-Request-ID derived from the batch contents. Ledger (legacy → Cloud id "
-        f"and outcome): {paths.INGEST_LEDGER}; every batch: {paths.INGEST_BATCHES}; refused records: "
-        f"{paths.QUARANTINE}/source=cloud."
+        "migration target in batches of 100 with an X-Request-ID derived from the batch contents. "
+        f"Ledger (legacy → Cloud id and outcome): {paths.INGEST_LEDGER}; every batch: {paths.INGEST_BATCHES}; "
+        f"refused records: {paths.QUARANTINE}/source=cloud."
     ),
 )
 def cloud_interactions(
