@@ -708,7 +708,36 @@ def _keep_versions(frames: dict[str, pa.Table], winners: pl.DataFrame) -> dict[s
     if len(mine) == len(seq):
         return frames  # every version here survives (the losers are in the other batch)
     losers = seq.filter(pc.invert(pc.is_in(seq, value_set=mine)))
-    return {name: t.filter(pc.invert(pc.is_in(t.column("_seq"), value_set=losers))) for name, t in frames.items()}
+    return {name: _without_versions(t, losers) for name, t in frames.items()}
+
+
+_MAX_KEPT_SLICES = 16
+
+
+def _without_versions(table: pa.Table, losers: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """``table``'s rows whose ``_seq`` is not one of ``losers``.
+
+    A batch's rows are in ``_seq`` order and its losers come in runs (a repeated page's tail loses to the next
+    page), so the rows kept are a few zero-copy slices; filtering copied every column of every table, ~3.5 % of
+    the day's CPU (measured). Rows out of order, or losers scattered, take the filter.
+    """
+    seq = _series(table.column("_seq"))
+    dropped = _series(losers).sort()
+    if dropped.len() == 0 or seq.len() == 0:
+        return table
+    if seq.is_sorted():
+        starts = seq.search_sorted(dropped, side="left").to_list()
+        ends = seq.search_sorted(dropped, side="right").to_list()
+        kept, at = [], 0
+        for start, end in zip(starts, ends, strict=True):
+            if start > at:
+                kept.append((at, start))
+            at = max(at, end)
+        if at < seq.len():
+            kept.append((at, seq.len()))
+        if len(kept) <= _MAX_KEPT_SLICES:
+            return pa.concat_tables([table.slice(a, b - a) for a, b in kept]) if kept else table.slice(0, 0)
+    return table.filter(pc.invert(pc.is_in(table.column("_seq"), value_set=_arrow(dropped))))
 
 
 # ------------------------------------------------------------------------------------- Arrow conversion

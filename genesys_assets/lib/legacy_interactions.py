@@ -312,20 +312,24 @@ def _wrapups(wrapups: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def phone_custom_columns(setting: str | None, columns: Iterable[str]) -> tuple[str, ...]:
+PHONE_COLUMNS_ENV = "PURECONNECT_PHONE_CUSTOM_COLUMNS"
+
+
+def phone_custom_columns(setting: str | None, columns: Iterable[str],
+                         source: str = PHONE_COLUMNS_ENV) -> tuple[str, ...]:
     """``"CustomString2, CustomNum1"`` (``PURECONNECT_PHONE_CUSTOM_COLUMNS``) → the column names; unset → none. A
-    name that is not one of the value columns among InteractionCustomAttributes' ``columns`` is an error listing
-    them."""
+    name that is not one of the value columns among InteractionCustomAttributes' ``columns`` is an error naming
+    ``source`` (where the user set it) and listing the columns."""
     names = tuple(dict.fromkeys(name.strip() for name in (setting or "").split(",") if name.strip()))
-    _check_phone_columns(names, columns)
+    _check_phone_columns(names, columns, source)
     return names
 
 
-def _check_phone_columns(names: tuple[str, ...], columns: Iterable[str]) -> None:
+def _check_phone_columns(names: tuple[str, ...], columns: Iterable[str], source: str = PHONE_COLUMNS_ENV) -> None:
     available = [c for c in columns if c not in _KEY]
     unknown = [name for name in names if name not in available]
     if unknown:
-        raise ValueError(f"PURECONNECT_PHONE_CUSTOM_COLUMNS names {', '.join(unknown)}, which "
+        raise ValueError(f"{source} names {', '.join(unknown)}, which "
                          f"InteractionCustomAttributes does not have; its columns are {', '.join(available)}")
 
 

@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.definitions.selector import JobSubsetSelector
+from dagster._core.events import JobFailureData, RunFailureReason
+from dagster._core.execution.plan.handle import StepHandle
+from dagster._core.execution.plan.objects import StepFailureData, StepSuccessData
+from dagster._core.execution.retries import auto_reexecution_should_retry_run
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.storage.tags import PARENT_RUN_ID_TAG, PARTITION_NAME_TAG
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+from dagster._daemon.auto_run_reexecution.event_log_consumer import EventLogConsumerDaemon
 
-from genesys_assets.defs.analytics.sensors import START_DATE_ENV, analytics_availability_sensor
+from genesys_assets.cli import PROJECT_ROOT
+from genesys_assets.defs.analytics.sensors import (
+    DAY_RUN_RETRIES,
+    START_DATE_ENV,
+    analytics_availability_sensor,
+    details_api_day_job,
+)
 from genesys_assets.defs.availability import WATERMARK_TAG
 from genesys_assets.lib.analytics_plan import day_bounds, iso
 from genesys_assets.sandbox.genesys_emulator import GenesysEmulator
@@ -132,25 +150,101 @@ def test_the_sensor_runs_a_named_job_of_both_details_api_readers() -> None:
     assert job.partitions_def is not None  # daily, from the assets
 
 
-def test_a_failed_day_run_is_retried_by_dagster_and_other_jobs_are_not(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The sensor asks for a day once; the project's dagster.yaml and the job's tag make Dagster retry it."""
-    from dagster._core.events import RunFailureReason
-    from dagster._core.execution.retries import auto_reexecution_should_retry_run
-
-    from genesys_assets.cli import PROJECT_ROOT
-    from genesys_assets.defs.analytics.sensors import DAY_RUN_RETRIES, details_api_day_job
-
+@pytest.fixture
+def project_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
+    """An instance configured by the project's own dagster.yaml: its run_retries are what retries a day."""
     (tmp_path / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-        assert instance.run_retries_enabled and instance.run_retries_max_retries == 0
+        yield instance
 
-        def failed_run(job_name: str, tags: dict[str, str]) -> dg.DagsterRun:
-            return instance.add_run(dg.DagsterRun(job_name=job_name, tags=tags, status=dg.DagsterRunStatus.FAILURE))
 
-        assert details_api_day_job.tags["dagster/max_retries"] == str(DAY_RUN_RETRIES) == "2"
-        day_run = failed_run(details_api_day_job.name, dict(details_api_day_job.tags))
-        assert auto_reexecution_should_retry_run(instance, day_run, RunFailureReason.STEP_FAILURE)
-        other = failed_run("legacy_day_job", {})  # no tag: the instance default, no retry
-        assert not auto_reexecution_should_retry_run(instance, other, RunFailureReason.STEP_FAILURE)
+def test_a_failed_day_run_is_retried_by_dagster_and_other_jobs_are_not(project_instance: dg.DagsterInstance) -> None:
+    """The sensor asks for a day once; the project's dagster.yaml and the job's tag make Dagster retry it."""
+    instance = project_instance
+    assert instance.run_retries_enabled and instance.run_retries_max_retries == 0
+
+    def failed_run(job_name: str, tags: dict[str, str]) -> dg.DagsterRun:
+        return instance.add_run(dg.DagsterRun(job_name=job_name, tags=tags, status=dg.DagsterRunStatus.FAILURE))
+
+    assert details_api_day_job.tags["dagster/max_retries"] == str(DAY_RUN_RETRIES) == "2"
+    day_run = failed_run(details_api_day_job.name, dict(details_api_day_job.tags))
+    assert auto_reexecution_should_retry_run(instance, day_run, RunFailureReason.STEP_FAILURE)
+    other = failed_run("legacy_day_job", {})  # no tag: the instance default, no retry
+    assert not auto_reexecution_should_retry_run(instance, other, RunFailureReason.STEP_FAILURE)
+
+
+@contextmanager
+def _project_workspace(instance: dg.DagsterInstance) -> Iterator[WorkspaceProcessContext]:
+    """The project's code location as the daemon sees it (workspace.yaml's module), loaded in this process."""
+    origin = LoadableTargetOrigin(module_name="genesys_assets.definitions", working_directory=str(PROJECT_ROOT))
+    target = InProcessWorkspaceLoadTarget(InProcessCodeLocationOrigin(origin, location_name="genesys_assets"))
+    with WorkspaceProcessContext(instance, target) as workspace:
+        yield workspace
+
+
+def _request_day_run(workspace: WorkspaceProcessContext, tags: dict[str, str]) -> dg.DagsterRun:
+    """Create the run of ``details_api_day_job`` the sensor daemon creates for a RunRequest with ``tags``."""
+    instance = workspace.instance
+    location = workspace.create_request_context().get_code_location("genesys_assets")
+    [repo] = location.get_repositories().values()
+    job = location.get_job(JobSubsetSelector(location_name=location.name, repository_name=repo.name,
+                                             job_name=details_api_day_job.name, op_selection=None))
+    plan = location.get_execution_plan(job, {}, step_keys_to_execute=None, known_state=None, instance=instance)
+    return instance.create_run(
+        job_name=job.name, run_id=None, run_config={}, resolved_op_selection=None, step_keys_to_execute=None,
+        status=dg.DagsterRunStatus.NOT_STARTED, op_selection=None, root_run_id=None, parent_run_id=None,
+        tags={**job.run_tags, **tags}, job_snapshot=job.job_snapshot,
+        execution_plan_snapshot=plan.execution_plan_snapshot, parent_job_snapshot=job.parent_job_snapshot,
+        remote_job_origin=job.get_remote_origin(), job_code_origin=job.get_python_origin(), asset_selection=None,
+        asset_check_selection=None, asset_graph=repo.asset_graph)
+
+
+def _fail(instance: dg.DagsterInstance, run: dg.DagsterRun, succeeded: Iterable[str] = ()) -> None:
+    """What a run whose ``conversation_details`` step raised leaves in the event log: the ``succeeded`` steps done,
+    conversation_details failed, the run failed because a step did."""
+    steps = [(key, dg.DagsterEventType.STEP_SUCCESS, StepSuccessData(duration_ms=1.0)) for key in succeeded]
+    steps.append(("conversation_details", dg.DagsterEventType.STEP_FAILURE,
+                  StepFailureData(error=None, user_failure_data=None)))
+    for key, kind, data in steps:
+        event = dg.DagsterEvent(kind.value, run.job_name, step_handle=StepHandle.parse_from_key(key),
+                                event_specific_data=data)
+        instance.report_dagster_event(event, run.run_id)
+    instance.report_run_failed(run, job_failure_data=JobFailureData(error=None,
+                                                                    failure_reason=RunFailureReason.STEP_FAILURE))
+
+
+def test_a_day_that_keeps_failing_is_retried_twice_from_its_failed_step_then_left_failed(
+        project_instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon that retries runs, on the project's instance and code location: each retry is of the same day
+    with the sensor's watermark, runs only what failed (the day's archived web chats are not fetched again), and
+    after DAY_RUN_RETRIES failed retries the day is left failed for a person, not retried forever."""
+    monkeypatch.setenv("GENESYS_HOME", str(tmp_path / "home"))  # no sandbox there: loading the code asks nothing
+    for name, value in {"GENESYS_MODE": "sandbox", "GENESYS_CLIENT_ID": "id", "GENESYS_CLIENT_SECRET": "secret",
+                        "GENESYS_PII_HASH_KEY": "k" * 32}.items():
+        monkeypatch.setenv(name, value)  # the resources' EnvVars, resolved when a run's plan is built
+    instance = project_instance
+    watermark = iso(day_bounds(DAY)[1] + timedelta(hours=1))
+    with _project_workspace(instance) as workspace:
+        daemon = EventLogConsumerDaemon()
+        list(daemon.run_iteration(workspace))  # its first tick sets its cursor: failures from before are not its own
+        first = run = _request_day_run(workspace, {WATERMARK_TAG: watermark, PARTITION_NAME_TAG: DAY.isoformat()})
+        steps = [step.key for step in instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id).steps]
+        _fail(instance, run, succeeded=[key for key in steps if key.startswith("webchat_archive")])
+        retries: list[dg.DagsterRun] = []
+        for _ in range(DAY_RUN_RETRIES + 1):  # a daemon tick after each failure, the last one past the limit
+            list(daemon.run_iteration(workspace))
+            launched = instance.get_runs(dg.RunsFilter(tags={PARENT_RUN_ID_TAG: run.run_id}))
+            if launched:
+                [run] = launched
+                retries.append(run)
+                _fail(instance, run)
+
+    assert [r.tags["dagster/retry_number"] for r in retries] == ["1", "2"]
+    assert [r.parent_run_id for r in retries] == [first.run_id, retries[0].run_id]
+    for retry in retries:
+        assert retry.root_run_id == first.run_id and retry.status == dg.DagsterRunStatus.QUEUED  # launched
+        assert retry.tags[PARTITION_NAME_TAG] == DAY.isoformat() and retry.tags[WATERMARK_TAG] == watermark
+        assert set(retry.step_keys_to_execute or ()) == {key for key in steps if key.startswith("conversation_details")}
+    assert instance.get_run_by_id(run.run_id).tags["dagster/will_retry"] == "false"  # what the UI shows
+    assert len(instance.get_runs()) == 1 + DAY_RUN_RETRIES

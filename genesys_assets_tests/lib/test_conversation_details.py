@@ -684,3 +684,24 @@ def test_the_written_id_set_finds_every_added_hash_across_merges(monkeypatch: py
         ids.add(pl.Series(new, dtype=pl.UInt64))
         written.extend(new)
     assert ids.contains_any(pl.Series([min(written), max(written)], dtype=pl.UInt64))
+
+
+@pytest.mark.parametrize("pattern", ["tail", "head", "middle_runs", "scattered", "none", "all", "unsorted"])
+def test_dropping_losing_versions_keeps_exactly_the_other_rows(pattern: str) -> None:
+    from genesys_assets.lib.conversation_details import _MAX_KEPT_SLICES, _without_versions
+
+    rng = random.Random(pattern)
+    seq = sorted(rng.choice(range(100, 160)) for _ in range(400))  # child rows: several per version, some none
+    if pattern == "unsorted":
+        rng.shuffle(seq)
+    versions = [*sorted(set(seq)), 999]  # 999: a loser with no rows in this table
+    losers = {"tail": versions[-12:], "head": versions[:5], "none": [], "all": versions,
+              "middle_runs": versions[10:14] + versions[30:33],
+              "scattered": versions[::2], "unsorted": versions[3:9]}[pattern]
+    table = pa.table({"_seq": pa.array(seq, pa.int64()), "row": pa.array(range(len(seq)), pa.int64()),
+                      "tags": pa.array([[str(s)] * (s % 3) for s in seq], pa.list_(pa.string()))})
+    kept = _without_versions(table, pa.array(list(reversed(losers)), pa.int64()))
+    assert kept.to_pylist() == [r for r in table.to_pylist() if r["_seq"] not in set(losers)]
+    if pattern in ("tail", "head", "middle_runs"):  # runs of losers: zero-copy slices of the rows, not a copy
+        assert kept.column("row").num_chunks <= _MAX_KEPT_SLICES
+        assert kept.column("row").chunk(0).buffers()[1].address == table.column("row").chunk(0).buffers()[1].address

@@ -23,7 +23,12 @@ from genesys_assets.lib import legacy_cloud as lc
 from genesys_assets.lib import legacy_id_maps as idm
 from genesys_assets.lib import legacy_lake as paths
 from genesys_assets.lib import wrapup_dimension
-from genesys_assets.lib.legacy_interactions import QUARANTINE_SCHEMA, normalise_day, phone_custom_columns
+from genesys_assets.lib.legacy_interactions import (
+    PHONE_COLUMNS_ENV,
+    QUARANTINE_SCHEMA,
+    normalise_day,
+    phone_custom_columns,
+)
 from genesys_assets.lib.recordings_staging import (
     DEFAULT_REQUESTS_PER_SECOND,
     MANIFEST_SCHEMA,
@@ -108,8 +113,8 @@ def legacy_interactions(
     day = partition_day(context)
     timezone = env_default(config.site_timezone, "PURECONNECT_SITE_TIMEZONE") or None
     phone_columns = phone_custom_columns(  # checked before the day is read
-        env_default(config.phone_custom_columns, "PURECONNECT_PHONE_CUSTOM_COLUMNS"),
-        INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA)
+        env_default(config.phone_custom_columns, PHONE_COLUMNS_ENV), INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA,
+        source=PHONE_COLUMNS_ENV if config.phone_custom_columns is None else "the config's phone_custom_columns")
     started = time.perf_counter()
     legacy = pureconnect.read_day(day)
     read_seconds = time.perf_counter() - started
