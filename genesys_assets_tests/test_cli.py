@@ -115,14 +115,18 @@ cli.main(sys.argv[1:])
 """
 
 
-def test_ctrl_c_while_the_sandbox_announces_itself_still_stops_it_cleanly(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    done = subprocess.run([sys.executable, "-c", _CTRL_C_WHILE_ANNOUNCING, "sandbox", "--start", "2026-11-02",
-                           "--end", "2026-11-02", *SMALL], env=_env(home), capture_output=True, text=True,
-                          timeout=120)
+def _run_sandbox_signalled(script: str, home: Path, *script_args: str) -> subprocess.CompletedProcess[str]:
+    """``genesys-assets sandbox`` run by ``script`` (which signals it at a set point) until it exits by itself;
+    checks that it exited cleanly and withdrew its endpoints."""
+    done = subprocess.run([sys.executable, "-c", script, *script_args, "sandbox", "--start", "2026-11-02", "--end",
+                           "2026-11-02", *SMALL], env=_env(home), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
-    assert "Sandbox running" in done.stdout
     assert not (home / "sandbox" / "endpoints.json").exists()
+    return done
+
+
+def test_ctrl_c_while_the_sandbox_announces_itself_still_stops_it_cleanly(tmp_path: Path) -> None:
+    assert "Sandbox running" in _run_sandbox_signalled(_CTRL_C_WHILE_ANNOUNCING, tmp_path / "home").stdout
 
 
 def _assert_refused(base_url: str) -> None:
@@ -130,6 +134,31 @@ def _assert_refused(base_url: str) -> None:
     with pytest.raises(urllib.error.URLError) as refused:
         urllib.request.urlopen(f"{base_url}/__sandbox__/webhooks", timeout=5)
     assert isinstance(refused.value.reason, ConnectionRefusedError), refused.value
+
+
+# SIGTERM (a service manager's stop) delivered while the sandbox starts: the emulator serves, S3 does not yet.
+# raise_signal runs the handler before it returns, so the signal has landed before S3 starts.
+_SIGTERM_WHILE_STARTING = """
+import signal, sys
+from genesys_assets import cli
+from genesys_assets.sandbox.s3 import SandboxS3
+
+start_s3 = SandboxS3.start
+
+def terminated_first(self):
+    signal.raise_signal(signal.SIGTERM)
+    return start_s3(self)
+
+SandboxS3.start = terminated_first
+cli.main(sys.argv[1:])
+"""
+
+
+def test_sigterm_while_the_sandbox_starts_stops_it_without_announcing_it(tmp_path: Path) -> None:
+    """A service manager that stops the sandbox before it is up gets a clean exit and no endpoints to use: none
+    printed, and the file withdrawn by the sandbox's stop (its servers are threads of the process, so they end
+    with it)."""
+    assert _run_sandbox_signalled(_SIGTERM_WHILE_STARTING, tmp_path / "home").stdout == ""
 
 
 def test_a_start_that_fails_part_way_stops_what_already_started(tmp_path: Path,

@@ -7,6 +7,8 @@ import base64
 import hashlib
 import io
 import os
+import socket
+import threading
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +17,7 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
+from genesys_assets.sandbox import s3 as sandbox_s3
 from genesys_assets.sandbox.s3 import SandboxS3
 
 BUCKET = "sandbox-s3-test"
@@ -85,3 +88,48 @@ def test_an_object_in_its_visibility_lag_is_missing_from_heads_and_listings_alik
             with pytest.raises(ClientError):
                 s3.head_object(Bucket=BUCKET, Key="day/a b=1.wav")
         assert listed() == ["day/a b=1.wav", "day/now.wav"] and server.head_misses == 2
+
+
+class _CtrlCWhileStarting(threading.Event):
+    """The S3 server's ready event, for a start that Ctrl-C interrupts while it waits for the server thread: the
+    first wait (``start``'s) raises KeyboardInterrupt; a later one (``stop_if_started``'s) lets the held server
+    thread build its server, so the server is ready only once ``stop_if_started`` is waiting for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stop_waits = threading.Event()
+        self._interrupted = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self._interrupted:
+            self._interrupted = True
+            raise KeyboardInterrupt
+        self.stop_waits.set()
+        return super().wait(timeout)
+
+
+@pytest.mark.timeout(120)  # the failure it guards against is a hang: moto's stop joining a thread still serving
+def test_a_server_interrupted_before_it_is_ready_is_stopped_not_leaked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop that came before the server thread built its server must wait for it and stop it: moto's stop
+    finds no server to shut down and joins a thread that goes on to serve."""
+    server = SandboxS3(buckets=(BUCKET,))
+    ready = server._server._server_ready_event = _CtrlCWhileStarting()
+    built: list[tuple[threading.Thread, int]] = []
+    make_server = sandbox_s3.make_server
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        ready.stop_waits.wait()
+        made = make_server(*args, **kwargs)
+        built.append((threading.current_thread(), made.server_address[1]))
+        return made
+
+    monkeypatch.setattr(sandbox_s3, "make_server", held)
+    with pytest.raises(KeyboardInterrupt):
+        server.start()
+    assert not built  # its thread launched, its server not built yet
+    server.stop()
+    assert built, "stop returned without waiting for the server, which goes on to serve"
+    [(thread, port)] = built
+    assert not thread.is_alive()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
