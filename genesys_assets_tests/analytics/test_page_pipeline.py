@@ -85,13 +85,26 @@ def test_prefetch_by_bytes_stays_within_its_budget_but_always_one_ahead() -> Non
         Prefetch([1], max_bytes=10)
 
 
-def test_prefetch_overlaps_waits_with_the_callers_work() -> None:
-    """Five items each taking 0.2 s to fetch and 0.2 s to use: ~1.2 s pipelined instead of 2 s in sequence."""
-    started = time.monotonic()
-    with Prefetch(Source(5, delay=0.2)) as items:
-        for _ in items:
-            time.sleep(0.2)
-    assert time.monotonic() - started < 1.95  # in sequence it cannot take less than 2 s of sleeps
+def test_prefetch_fetches_the_next_item_while_the_caller_works_on_this_one() -> None:
+    """The overlap a Retry-After sleep hides behind: item k + 1 is being fetched while the caller still holds item
+    k. Each fetch waits until the caller is at work on the item before it, so in sequence none would ever come."""
+    working, fetching = ([threading.Event() for _ in range(5)] for _ in range(2))
+    fetched: list[int] = []
+
+    def source() -> Iterator[int]:
+        for k in range(5):
+            fetching[k].set()
+            if k:
+                assert working[k - 1].wait(10), f"item {k} was fetched before the caller took item {k - 1}"
+            fetched.append(k)
+            yield k
+
+    with Prefetch(source()) as items:
+        for k in items:
+            working[k].set()
+            if k < 4:
+                assert fetching[k + 1].wait(10), f"item {k + 1} was not fetched while the caller worked on item {k}"
+    assert fetched == [0, 1, 2, 3, 4]
 
 
 def test_an_error_in_the_thread_is_raised_in_the_caller_as_the_same_exception() -> None:
