@@ -105,7 +105,7 @@ class _PageRedactor:
     names and attributes on every conversation); the per-object steps run in C (``map``/``filterfalse``).
     """
 
-    __slots__ = ("_addresses", "_attribute_values", "_hashed", "_hasher", "_names", "_texts")
+    __slots__ = ("_addresses", "_attribute_values", "_hashed", "_hasher", "_names", "_phone_key_values", "_texts")
 
     def __init__(self, hasher: AddressHasher) -> None:
         self._hasher = hasher
@@ -115,6 +115,7 @@ class _PageRedactor:
         self._names: dict[str, str] = {}
         self._texts: dict[str, str] = {}
         self._attribute_values: dict[str, str] = {}
+        self._phone_key_values: dict[str, str] = {}
 
     def redact(self, page: Any, raw: bytes) -> None:
         levels = self._api_shaped_levels(page, raw)
@@ -215,7 +216,7 @@ class _PageRedactor:
     def _attributes(self, attributes: list[dict[str, Any]]) -> None:
         """String values of attribute objects that are phone numbers (``pii.is_phone_attribute``) hashed; nested
         values are not looked into. Each distinct value and key is judged once; only when some key names a phone
-        number are the objects walked again, for that key's values."""
+        number are the objects walked again, for that key's values (each distinct one judged once too)."""
         seen = self._attribute_values
         values = list(chain.from_iterable(map(dict.values, attributes)))
         try:
@@ -229,11 +230,15 @@ class _PageRedactor:
                         a[key] = seen[value]
         keys = set(chain.from_iterable(map(dict.keys, attributes)))
         phone_keys = {k for k in keys if PHONE_KEY_RE.search(k)}  # JSON object keys are strings
+        under_phone_key = self._phone_key_values
         for a in attributes if phone_keys else ():
             for key in phone_keys.intersection(a):
                 value = a[key]
-                if type(value) is str and is_phone_under_phone_key(value):
-                    a[key] = self._hash(value)
+                if type(value) is str:
+                    out = under_phone_key.get(value)
+                    if out is None:
+                        out = under_phone_key[value] = self._hash(value) if is_phone_under_phone_key(value) else value
+                    a[key] = out
 
     def _hash(self, value: str) -> str:
         """``hmac:`` + keyed hash of a non-empty string that is not a hash already."""

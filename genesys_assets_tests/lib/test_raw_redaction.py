@@ -261,11 +261,17 @@ def test_a_phone_number_under_a_phone_key_is_hashed_an_account_number_is_not() -
     attributes = {"callbackNumber": "317-555-0142", "customerAni": "(317) 555 0142", "accountNumber": "31755501",
                   "callbackDate": "2026-12-03", "mobile": 3175550142}
     page["conversations"][0]["participants"][0]["attributes"] = attributes
-    out = orjson.loads(assert_same_as_reference(page))["conversations"][0]["participants"][0]["attributes"]
+    # The same value again on another participant: judged once, the verdict still follows the key it is under.
+    page["conversations"][0]["participants"].append(
+        {"participantId": "p2", "attributes": {"accountNumber": "317-555-0142", "callback-number": "317-555-0142"}})
+    participants = orjson.loads(assert_same_as_reference(page))["conversations"][0]["participants"]
+    out = participants[0]["attributes"]
     assert out["callbackNumber"] == HASHED_PREFIX + AddressHasher(KEY).hash("317-555-0142")
     assert out["customerAni"] == HASHED_PREFIX + AddressHasher(KEY).hash("(317) 555 0142")
     assert {k: out[k] for k in ("accountNumber", "callbackDate", "mobile")} == {
         "accountNumber": "31755501", "callbackDate": "2026-12-03", "mobile": 3175550142}
+    assert participants[-1]["attributes"] == {"accountNumber": "317-555-0142",
+                                              "callback-number": out["callbackNumber"]}
 
 
 def test_text_keys_lose_phone_runs_anywhere_and_non_strings_are_walked() -> None:
