@@ -340,6 +340,13 @@ class GenesysEmulator:
         with self._lock:
             return list(self._tokens) + list(self._retired_tokens)
 
+    def revoke_tokens(self) -> None:
+        """Revoke every access token server-side (as an admin or clock skew would), so a client still trusting its
+        token meets a 401 on its next request; ``issued_tokens`` keeps them for secret scans."""
+        with self._lock:
+            self._retired_tokens.extend(self._tokens)
+            self._tokens = {}
+
     def add_client(self, client_id: str, client_secret: str, permissions: list[str]) -> None:
         """Register an OAuth client whose tokens carry exactly ``permissions`` (``*`` wildcards allowed)."""
         with self._lock:

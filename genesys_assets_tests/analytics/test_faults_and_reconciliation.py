@@ -25,6 +25,7 @@ from genesys_assets_tests.analytics.conftest import (
     sorted_rows,
     table_digests,
 )
+from genesys_assets_tests.support import failure_metadata, kill_mid_run, step_failure
 
 TABLES = ("conversations", "participants", "sessions", "segments")
 DAY = past_day(4)
@@ -46,19 +47,13 @@ def clean_digests(clean_lake: Path) -> dict[str, str]:
     return digests
 
 
-def _expire_tokens(job_id: str, emulator: GenesysEmulator) -> None:
-    """Every token expires server-side: the next request answers 401."""
-    with emulator._lock:
-        emulator._tokens.clear()
-
-
 def test_faults_give_the_fault_free_output(emulator: GenesysEmulator, clean_digests: dict[str, str],
                                            tmp_path: Path) -> None:
     emulator.clear_request_log()
     emulator.fail_next_jobs("EXPIRED")  # the first job expires; its resubmission is fulfilled
     emulator.set_faults(rate_429=0.15, retry_after="1", rate_5xx=0.1, latency_seconds=0.05)
     try:
-        with after_pages(emulator, 2, lambda job_id: _expire_tokens(job_id, emulator)):  # a 401 mid-paging
+        with after_pages(emulator, 2, lambda job_id: emulator.revoke_tokens()):  # a 401 mid-paging
             result = materialize(resources(emulator, tmp_path), DAY, "conversation_details", "wrapup_facts",
                                  config={"conversation_details": {"page_size": 50}})
     finally:
@@ -96,10 +91,8 @@ def test_gives_up_when_no_window_reconciles_and_writes_nothing(emulator: Genesys
     result = materialize(resources(emulator, tmp_path), DAY, "conversation_details", raise_on_error=False,
                          config={"conversation_details": {"job_limit": 5, "window_hours": [24, 6]}})
     assert not result.success
-    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    error = failure.event_specific_data
-    assert "do not reconcile" in error.error.message
-    windows = error.user_failure_data.metadata["windows_tried"].value
+    assert "do not reconcile" in step_failure(result).error.message
+    windows = failure_metadata(result)["windows_tried"]
     assert [p["window_hours"] for p in windows] == [24, 6]
     assert not (tmp_path / "lake" / "analytics").exists()
 
@@ -130,8 +123,7 @@ def test_jobs_stuck_at_every_window_size_fail_naming_the_deadline(emulator: Gene
                              raise_on_error=False, config={"conversation_details": {"window_hours": [24, 12]}})
     finally:
         emulator.clear_faults()
-    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    assert "2 timed out, the last:" in failure.event_specific_data.error.message
+    assert "2 timed out, the last:" in step_failure(result).error.message
     assert not (tmp_path / "lake" / "analytics").exists()
 
 
@@ -158,8 +150,7 @@ def test_retries_exhausted_on_a_page_fail_the_run_with_the_clients_message(emula
     finally:
         emulator.clear_faults()
     assert not result.success
-    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    error, messages = failure.event_specific_data.error, []
+    error, messages = step_failure(result).error, []
     while error is not None:  # dagster's step error, caused by the client's own
         messages.append(error.message)
         error = error.cause
@@ -197,12 +188,7 @@ def test_killed_after_some_pages_then_rerun_equals_a_clean_run(emulator: Genesys
                                   emulator.client_secret, str(home), DAY.isoformat()], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         children.append(child)
-        try:
-            assert child.wait(timeout=120) == -signal.SIGKILL, "the run finished before it could be killed"
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+        kill_mid_run(child)
     lake = home / "lake"
     # Killed mid-way: nothing visible in the lake (at most dot-named scratch), and the pages were in progress.
     assert not list(lake.rglob("part-*.parquet")) and not list(lake.rglob("part-*.ndjson.gz"))

@@ -25,6 +25,7 @@ from genesys_assets.lib.legacy_interactions import (
 from genesys_assets.lib.pii import AddressHasher
 from genesys_assets.resources.pureconnect import PureConnectResource
 from genesys_assets_tests.legacy.conftest import DAY, Env
+from genesys_assets_tests.support import step_failure
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -167,8 +168,7 @@ def test_recordings_wait_until_the_source_audio_is_stated(env: Env, tmp_path: Pa
         else:
             monkeypatch.setenv("PURECONNECT_RECORDING_AUDIO", value)
         result = env.materialize(resources=resources, selection=[legacy.staged_recordings], raise_on_error=False)
-        (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-        message = failure.event_specific_data.error.message
+        message = step_failure(result).error.message
         assert "PURECONNECT_RECORDING_AUDIO" in message and "'raw' or 'masked'" in message
     assert paths.read_day(resources["lake"], paths.RECORDINGS_MANIFEST, DAY, "manifest.parquet") is None  # none run
 

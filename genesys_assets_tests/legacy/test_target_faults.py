@@ -13,6 +13,7 @@ from genesys_assets.lib import legacy_cloud as lc
 from genesys_assets.lib import legacy_lake as paths
 from genesys_assets.sandbox.genesys_emulator import GenesysEmulator
 from genesys_assets_tests.legacy.conftest import DAY, Env
+from genesys_assets_tests.support import failure_text
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -29,16 +30,6 @@ def baseline(env: Env) -> pl.DataFrame:
 def fresh_target(env: Env, tmp_path) -> Iterator[GenesysEmulator]:
     with GenesysEmulator(tmp_path / "tenant", conversations_per_day=20, historical_import_enabled=True) as gc:
         yield gc
-
-
-def _failure_text(result) -> str:
-    texts = []
-    for event in result.get_step_failure_events():
-        data = event.event_specific_data
-        texts.append(str(data.error))
-        if data.user_failure_data is not None:
-            texts.append(data.user_failure_data.description or "")
-    return "\n".join(texts)
 
 
 def test_faults_at_the_target_give_the_fault_free_ledger(env: Env, baseline: pl.DataFrame,
@@ -72,7 +63,7 @@ def test_historical_import_off_stops_with_the_setting_to_enable(env: Env, baseli
         # With migration:settings:view the run fails before posting anything ...
         result = env.materialize(day=day, raise_on_error=False)
         assert not result.success
-        text = _failure_text(result)
+        text = failure_text(result)
         assert "allowHistoricalImport" in text and "PUT /api/v2/interactions/settings" in text
         # ... and without it, the POST's 403 says the same.
         env.sandbox.emulator.add_client("migration-no-settings", "s3cret-s3cret", [
@@ -80,7 +71,7 @@ def test_historical_import_off_stops_with_the_setting_to_enable(env: Env, baseli
         result = env.materialize(day=day, selection=[legacy.cloud_interactions], raise_on_error=False,
                                  resources=env.resources(client_id="migration-no-settings",
                                                          client_secret="s3cret-s3cret"))
-        assert not result.success and "allowHistoricalImport" in _failure_text(result)
+        assert not result.success and "allowHistoricalImport" in failure_text(result)
         assert target.count() == before  # nothing stored, nothing lost: the day stays to be re-run
     finally:
         target.set_settings({"allowHistoricalImport": True})

@@ -19,30 +19,19 @@ from genesys_assets_tests.messaging.conftest import (
     part_bytes,
     web_messaging_truth,
 )
+from genesys_assets_tests.support import failure_metadata, step_failure
 
 DATA_PATHS = ("/api/v2/analytics/conversations/details/jobs", "/api/v2/conversations/messages")
 AVAILABILITY = "/api/v2/analytics/conversations/details/jobs/availability"  # a watermark, not conversation data
-
-
-def _failure(result: dg.ExecuteInProcessResult) -> str:
-    failures = result.get_step_failure_events()
-    assert failures, "the run should have failed"
-    return failures[0].step_failure_data.error.message  # type: ignore[union-attr]
-
-
-def _failure_metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
-    data = result.get_step_failure_events()[0].step_failure_data.user_failure_data  # type: ignore[union-attr]
-    assert data is not None
-    return {k: v.value for k, v in data.metadata.items()}
 
 
 def test_residency_refusal_happens_before_any_request(emu: GenesysEmulator, tmp_path: Path) -> None:
     resources = make_resources(emu, tmp_path, region="eu_west_1")  # base URL still the sandbox
     deliveries = len(emu.webhook_deliveries())
     result = archive(resources, tmp_path, with_checks=False, raise_on_error=False)
-    message = _failure(result)
+    message = step_failure(result).error.message
     assert "Data residency" in message and "'eu_west_1'" in message and "ALLOWED_REGIONS (sandbox)" in message
-    assert _failure_metadata(result) == {"region": "eu_west_1", "allowed_regions": "sandbox"}
+    assert failure_metadata(result) == {"region": "eu_west_1", "allowed_regions": "sandbox"}
     assert emu.request_log() == [], "no request at all, not even a token"
     assert part_bytes(tmp_path) == {}
     assert len(emu.webhook_deliveries()) == deliveries
@@ -52,12 +41,13 @@ def test_a_region_host_without_a_region_named_is_held_to_residency(emu: GenesysE
     # Before, no GENESYS_REGION meant "sandbox", which ALLOWED_REGIONS allows by default, whatever the host.
     resources = make_resources(emu, tmp_path, api_base_url="https://api.mypurecloud.ie")
     result = archive(resources, tmp_path, with_checks=False, raise_on_error=False)
-    assert "Data residency" in _failure(result) and "'eu_west_1'" in _failure(result)
-    assert _failure_metadata(result) == {"region": "eu_west_1", "allowed_regions": "sandbox"}
+    assert "Data residency" in step_failure(result).error.message
+    assert "'eu_west_1'" in step_failure(result).error.message
+    assert failure_metadata(result) == {"region": "eu_west_1", "allowed_regions": "sandbox"}
     resources = make_resources(emu, tmp_path, api_base_url="https://genesys-proxy.corp.example")
     result = archive(resources, tmp_path, with_checks=False, raise_on_error=False)
-    assert "Set GENESYS_REGION to the region behind that host" in _failure(result)
-    assert _failure_metadata(result) == {"region": "unknown", "allowed_regions": "sandbox"}
+    assert "Set GENESYS_REGION to the region behind that host" in step_failure(result).error.message
+    assert failure_metadata(result) == {"region": "unknown", "allowed_regions": "sandbox"}
     assert emu.request_log() == [] and part_bytes(tmp_path) == {}
 
 
@@ -68,9 +58,9 @@ def test_quota_refusal_happens_before_any_data_request(
     monkeypatch.setenv("ARCHIVE_QUOTA_MB", "0.001")
     resources = make_resources(emu, tmp_path, region="eu_west_1")
     result = archive(resources, tmp_path, with_checks=False, raise_on_error=False)
-    message = _failure(result)
+    message = step_failure(result).error.message
     assert "Storage quota" in message and "ARCHIVE_QUOTA_MB=0.001" in message
-    limits = _failure_metadata(result)
+    limits = failure_metadata(result)
     assert limits["quota_mib"] == 0.001 and limits["conversations"] > 0 and limits["bytes_per_record"] > 0
     requests = [(r["method"], r["path"]) for r in emu.request_log()]
     assert requests == [("POST", "/oauth/token"), ("GET", AVAILABILITY),
@@ -86,7 +76,7 @@ def test_a_quota_that_is_not_a_number_is_refused_by_name_before_any_request(
     monkeypatch.setenv("ARCHIVE_QUOTA_MB", "500MB")
     resources = make_resources(emu, tmp_path, region="eu_west_1")
     result = archive(resources, tmp_path, with_checks=False, raise_on_error=False)
-    cause = result.get_step_failure_events()[0].step_failure_data.error.cause  # type: ignore[union-attr]
+    cause = step_failure(result).error.cause
     assert cause is not None and cause.cls_name == "ValueError"
     assert "ARCHIVE_QUOTA_MB must be a number, got '500MB'; unset it to use the default 500" in cause.message
     assert emu.request_log() == []
@@ -98,7 +88,7 @@ def test_a_day_past_the_availability_watermark_is_refused_before_any_data_reques
 ) -> None:
     emu.set_faults(availability_lag_seconds=400 * 86400)  # the watermark sits far before the archived day
     result = archive(make_resources(emu, tmp_path), tmp_path, with_checks=False, raise_on_error=False)
-    message = _failure(result)
+    message = step_failure(result).error.message
     assert "not yet available until" in message and "analytics_availability_sensor" in message
     requests = [(r["method"], r["path"]) for r in emu.request_log()]
     assert requests == [("POST", "/oauth/token"), ("GET", AVAILABILITY)]

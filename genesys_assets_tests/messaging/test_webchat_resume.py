@@ -31,6 +31,7 @@ from genesys_assets_tests.messaging.conftest import (
     materialization,
     part_bytes,
 )
+from genesys_assets_tests.support import kill_mid_run
 
 HASHER = AddressHasher("k" * 32)
 SETTINGS = ArchiveSettings(page_size=ARCHIVE_CONFIG["page_size"],
@@ -146,13 +147,7 @@ def test_killed_process_resumes_and_files_are_byte_identical(
             cwd=Path(__file__).resolve().parents[2], env={**os.environ}, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         children.append(child)
-        try:
-            child.wait(timeout=120)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-    assert child.returncode == -signal.SIGKILL, "killed mid-day, not finished"
+        kill_mid_run(child)
     saved = Checkpoint.load(checkpoint.parent)
     assert saved is not None and not saved.pages_done and saved.pages >= 2
     assert part_bytes(tmp_path) == {}, "nothing published by the killed run"

@@ -17,10 +17,10 @@ from genesys_assets_tests.reliability.platform import (
     OTHER_DAY,
     UNPARTITIONED,
     Reference,
-    failure_text,
     run_domain,
     snapshot,
 )
+from genesys_assets_tests.support import failure_text
 
 
 @pytest.fixture(scope="session")

@@ -148,16 +148,6 @@ def outcome(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
     return {**done, **checks}
 
 
-def failure_text(result: dg.ExecuteInProcessResult) -> str:
-    texts = []
-    for event in result.get_step_failure_events():
-        data = event.event_specific_data
-        texts.append(f"{event.step_key}: {data.error.to_string() if data.error else ''}")
-        if data.user_failure_data is not None:
-            texts.append(data.user_failure_data.description or "")
-    return "\n".join(texts)
-
-
 # ------------------------------------------------------------------------------------------- child processes
 
 

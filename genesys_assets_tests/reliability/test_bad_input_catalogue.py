@@ -519,7 +519,8 @@ def test_sandbox_quarantine_lands_in_reconciliation(endpoints: Any, tmp_path: Pa
     from genesys_assets.lib import legacy_lake as paths
     from genesys_assets.resources.lake import Lake
     from genesys_assets_tests.reliability.platform import DAY as SANDBOX_DAY
-    from genesys_assets_tests.reliability.platform import failure_text, run_domain
+    from genesys_assets_tests.reliability.platform import run_domain
+    from genesys_assets_tests.support import failure_text
 
     maps = run_domain(endpoints, tmp_path, "legacy", unpartitioned=True)
     assert maps.success, failure_text(maps)

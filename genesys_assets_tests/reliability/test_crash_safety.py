@@ -27,12 +27,12 @@ from genesys_assets_tests.reliability.platform import (
     _normalised,
     copy_home,
     diff,
-    failure_text,
     lake_files,
     run_domain,
     snapshot,
     spawn,
 )
+from genesys_assets_tests.support import failure_text
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -43,13 +40,13 @@ from genesys_assets_tests.reliability.platform import (
     Reference,
     copy_home,
     diff,
-    failure_text,
     lake_files,
     outcome,
     run_domain,
     snapshot,
     spawn,
 )
+from genesys_assets_tests.support import failure_text, kill_mid_run
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -253,14 +250,6 @@ PAGE_REQUESTS: dict[str, Callable[[dict], bool]] = {
 }
 
 
-def _wait(predicate: Callable[[], bool], process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert process.poll() is None, "the run finished before the fault could hit it"
-        assert time.monotonic() < deadline, "the run never reached the point to kill"
-        time.sleep(0.01)
-
-
 def _run_kill(domain: str, sb: Sandbox, ref: Reference, home: Path) -> dict[str, str]:
     emulator = sb.emulator
     pages = random.Random(f"kill-{domain}").randint(1, 3)
@@ -271,16 +260,10 @@ def _run_kill(domain: str, sb: Sandbox, ref: Reference, home: Path) -> dict[str,
             return sum(PAGE_REQUESTS[domain](e) for e in emulator.request_log()) >= pages
     emulator.clear_request_log()
     emulator.set_faults(latency_seconds=0.1)
-    child = spawn(sb.endpoints, home, domain, DAY, home / "dagster")  # type: ignore[arg-type]
     try:
-        _wait(ready, child)
-        os.kill(child.pid, signal.SIGKILL)
-        assert child.wait(timeout=30) == -signal.SIGKILL
+        kill_mid_run(spawn(sb.endpoints, home, domain, DAY, home / "dagster"), ready)  # type: ignore[arg-type]
     finally:
         emulator.set_faults(latency_seconds=0.0)
-        if child.poll() is None:
-            child.kill()
-            child.wait()
     assert diff(snapshot(home), ref.snapshot) == [], "the killed run changed the previous good partition"
     _rerun_converges(sb, ref, home, domain)
     return {"*": KILLED}

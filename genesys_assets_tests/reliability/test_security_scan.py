@@ -24,7 +24,8 @@ import requests
 
 from genesys_assets.sandbox.conversations import CONTACT_CENTRE_LINES
 from genesys_assets.sandbox.services import Sandbox
-from genesys_assets_tests.reliability.platform import DAILY_ASSETS, DAY, UNPARTITIONED, failure_text, run_domain
+from genesys_assets_tests.reliability.platform import DAILY_ASSETS, DAY, UNPARTITIONED, run_domain
+from genesys_assets_tests.support import failure_text
 
 pytestmark = pytest.mark.timeout(600)
 MIN_NUMBER_LENGTH = 7  # shorter values (codes, counts) would match by accident

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -254,22 +255,25 @@ def test_401_mid_run_refreshes_the_token_and_succeeds(emu: GenesysEmulator) -> N
     assert statuses == [(USERS, 401), ("/oauth/token", 200), (USERS, 200)]
 
 
+def _intercept(client: Any, request: Callable[..., Any]) -> None:
+    """The client's HTTP session sends through ``request(send, method, url, **kw)`` (``send`` being what it sent
+    through before): a test changes what one request meets without a server-side fault."""
+    client._session.request = functools.partial(request, client._session.request)
+
+
 def _before_each_users_request(client: Any, emu: GenesysEmulator, steps: list[str]) -> None:
     """Before the client's n-th request to USERS: "revoke" every token server-side, or "503" the request."""
 
-    send = client._session.request
-
-    def request(method: str, url: str, **kw: Any) -> Any:
+    def request(send: Callable[..., Any], method: str, url: str, **kw: Any) -> Any:
         if USERS in url and steps:
             step = steps.pop(0)
             if step == "revoke":
-                with emu._lock:
-                    emu._tokens.clear()
+                emu.revoke_tokens()
             elif step == "503":
                 emu.fail_next(503)
         return send(method, url, **kw)
 
-    client._session.request = request
+    _intercept(client, request)
 
 
 def test_a_token_expiring_again_after_a_retry_is_refreshed_again(emu: GenesysEmulator) -> None:
@@ -544,9 +548,8 @@ def test_rate_limiter_bounds_request_rate_across_threads(emu: GenesysEmulator) -
 
 def _answer_token_with(client: Any, access_token: str) -> None:
     """The token endpoint (as seen by the client) answers 200 with ``access_token``."""
-    send = client._session.request
 
-    def request(method: str, url: str, **kw: Any) -> Any:
+    def request(send: Callable[..., Any], method: str, url: str, **kw: Any) -> Any:
         if not url.endswith("/oauth/token"):
             return send(method, url, **kw)
         answer = requests.Response()
@@ -554,7 +557,7 @@ def _answer_token_with(client: Any, access_token: str) -> None:
         answer._content = orjson.dumps({"access_token": access_token, "expires_in": 3600})
         return answer
 
-    client._session.request = request
+    _intercept(client, request)
 
 
 @pytest.mark.parametrize("token", ["tok-5ecret\n", "tok 5ecret", "tok-5ecret\x00"])
@@ -570,10 +573,10 @@ def test_a_request_that_cannot_be_sent_names_the_error_type_only(emu: GenesysEmu
     client = make_resource(emu).get_client()
     client.get_json(USERS, params={"pageSize": 1})
 
-    def refuse(method: str, url: str, **kw: Any) -> Any:
+    def refuse(send: Callable[..., Any], method: str, url: str, **kw: Any) -> Any:
         raise requests.exceptions.InvalidHeader("Invalid return character in header value: 'Bearer 5ecret'")
 
-    client._session.request = refuse
+    _intercept(client, refuse)
     with pytest.raises(GenesysApiError) as info:
         client.get_json(USERS)
     assert "InvalidHeader" in str(info.value) and "5ecret" not in str(info.value)

@@ -1,0 +1,57 @@
+"""Helpers the domain test suites share: what a failed Dagster run says, and a run process killed mid-way."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+
+import dagster as dg
+from dagster._core.events import StepFailureData
+
+
+def failure_text(result: dg.ExecuteInProcessResult) -> str:
+    """Every failed step's key, error (stack and causes) and failure description: for ``in`` checks and for an
+    assertion's message, so a failing test shows why the run failed."""
+    texts = []
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        texts.append(f"{event.step_key}: {data.error.to_string() if data.error else ''}")
+        if data.user_failure_data is not None:
+            texts.append(data.user_failure_data.description or "")
+    return "\n".join(texts)
+
+
+def step_failure(result: dg.ExecuteInProcessResult) -> StepFailureData:
+    """The run's one step failure: a test that expects a step to fail also proves no other step did."""
+    failures = result.get_step_failure_events()
+    assert len(failures) == 1, f"expected exactly one failed step: {failure_text(result) or 'none failed'}"
+    return failures[0].step_failure_data
+
+
+def failure_metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+    """The values of the metadata the run's one failed step raised ``dg.Failure`` with."""
+    data = step_failure(result).user_failure_data
+    assert data is not None, "the step failed without a dg.Failure"
+    return {key: value.value for key, value in data.metadata.items()}
+
+
+def kill_mid_run(child: subprocess.Popen, ready: Callable[[], bool] | None = None, timeout: float = 120) -> None:
+    """SIGKILL ``child`` once ``ready()`` holds (polled), or, without ``ready``, wait for the caller's emulator
+    request hook to kill it at an exact point; assert the kill, not the run's end, stopped it. However this ends,
+    the child is killed and reaped: a failed test leaves no run writing into its home."""
+    try:
+        if ready is not None:
+            deadline = time.monotonic() + timeout
+            while not ready():
+                assert child.poll() is None, "the run finished before it could be killed"
+                assert time.monotonic() < deadline, "the run never reached the point to kill"
+                time.sleep(0.01)
+            child.kill()
+            timeout = 30  # a killed process ends at once
+        assert child.wait(timeout=timeout) == -signal.SIGKILL, "the run finished before it could be killed"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
