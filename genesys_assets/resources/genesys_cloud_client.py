@@ -129,7 +129,7 @@ class ClientSettings:
     job_deadline_seconds: float = 3600.0
     max_connections: int = 32
     token_refresh_margin_seconds: float = 60.0
-    extra_headers: Mapping[str, str] = field(default_factory=dict)
+    extra_headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # may carry credentials
     user_agent: str = "genesys-assets"
 
 
@@ -632,8 +632,8 @@ class GenesysCloudClient:
                 last_status, last_error = status, None
                 if status == 401 and authenticated and not retrying_after_401:
                     # The token expired or was revoked server-side: refresh, retry for free. A token fetched for
-                    # this retry and refused at once is final; one that expires later in the call (a 429 or 5xx
-                    # and its wait in between) is refreshed again.
+                    # this retry and refused at once is final; one that expires later in the call (after any
+                    # retry's wait) is refreshed again.
                     retrying_after_401 = True
                     self._invalidate(token)
                     attempt -= 1
@@ -641,7 +641,6 @@ class GenesysCloudClient:
                     log.info("%s answered 401; refreshing the access token and retrying", endpoint)
                     continue
                 if status == 429 or (status >= 500 and status not in (501, 505)):
-                    retrying_after_401 = False
                     retry_after_header = response.headers.get("Retry-After")
                     retry_after = parse_retry_after(retry_after_header, cap=settings.retry_after_max_seconds)
                     if status == 429:
@@ -683,6 +682,7 @@ class GenesysCloudClient:
                 f", Retry-After {retry_after_header!r}" if retry_after_header is not None else "",
             )
             time.sleep(delay)
+            retrying_after_401 = False  # the next token refused comes after a wait: it may have expired since
 
     def _exhausted(
         self,

@@ -262,7 +262,8 @@ def _intercept(client: Any, request: Callable[..., Any]) -> None:
 
 
 def _before_each_users_request(client: Any, emu: GenesysEmulator, steps: list[str]) -> None:
-    """Before the client's n-th request to USERS: "revoke" every token server-side, or "503" the request."""
+    """Before the client's n-th request to USERS: "revoke" every token server-side, "503" the request, or "drop"
+    its connection."""
 
     def request(send: Callable[..., Any], method: str, url: str, **kw: Any) -> Any:
         if USERS in url and steps:
@@ -271,6 +272,8 @@ def _before_each_users_request(client: Any, emu: GenesysEmulator, steps: list[st
                 emu.revoke_tokens()
             elif step == "503":
                 emu.fail_next(503)
+            elif step == "drop":
+                raise requests.exceptions.ConnectionError("connection reset by peer")
         return send(method, url, **kw)
 
     _intercept(client, request)
@@ -287,6 +290,18 @@ def test_a_token_expiring_again_after_a_retry_is_refreshed_again(emu: GenesysEmu
     assert statuses == [(USERS, 401), ("/oauth/token", 200), (USERS, 503), (USERS, 401), ("/oauth/token", 200),
                         (USERS, 200)]
     assert client.stats()["token_refreshes"] == 3
+
+
+def test_a_token_expiring_during_a_connection_retry_is_refreshed_again(emu: GenesysEmulator) -> None:
+    """401, refresh, a dropped connection and its backoff, and the new token has expired too: refreshed again."""
+    client = make_resource(emu).get_client()
+    client.get_json(USERS, params={"pageSize": 1})
+    clear_log(emu)
+    _before_each_users_request(client, emu, ["revoke", "drop", "revoke"])
+    assert client.get_json(USERS, params={"pageSize": 1})["entities"]
+    statuses = [(e["path"].split("?")[0], e["status"]) for e in settled_log(emu)]
+    assert statuses == [(USERS, 401), ("/oauth/token", 200), (USERS, 401), ("/oauth/token", 200), (USERS, 200)]
+    assert client.stats()["connection_errors"] == 1
 
 
 def test_a_token_refused_right_after_its_refresh_is_final(emu: GenesysEmulator) -> None:
@@ -584,9 +599,10 @@ def test_a_request_that_cannot_be_sent_names_the_error_type_only(emu: GenesysEmu
 
 
 def test_resource_reprs_mask_header_values_and_the_webhook_path() -> None:
-    resource = GenesysCloudResource(client_id="id-1", client_secret="s-1", extra_headers={"X-Api-Key": "k-5ecret"})
+    resource = GenesysCloudResource(client_id="id-1", client_secret="s-1", region="us_east_1",
+                                    extra_headers={"X-Api-Key": "k-5ecret"})
     hook = DataLakeWebhookResource(url="https://user:pw@hooks.example.com:8443/services/T0/B5ecret?code=c5ecret")
-    for text in (repr(resource), str(resource), repr(hook), str(hook)):
+    for text in (repr(resource), str(resource), repr(resource.client_settings()), repr(hook), str(hook)):
         assert "5ecret" not in text and "pw" not in text
     assert "X-Api-Key" in repr(resource) and "hooks.example.com:8443" in repr(hook)
 
