@@ -180,13 +180,13 @@ def chunks(items: Sequence[str], size: int = BULK_MAX_IDS) -> Iterator[list[str]
 
 
 #: Parameter names that make a URL a credential: AWS SigV4/SigV2 (``X-Amz-*``, ``Signature``, ``AWSAccessKeyId``),
-#: CloudFront (``Key-Pair-Id``, ``Policy``), Azure SAS (``sig``), Google Cloud Storage (``X-Goog-*``,
-#: ``GoogleAccessId``), Akamai (``hdnts``), and any token, credential or key. A name that merely contains "sig"
-#: (``design``) costs a harmless query, never a leak.
+#: CloudFront (``Key-Pair-Id``, ``Policy``), Azure SAS (``sig``, ``sas``), Google Cloud Storage (``X-Goog-*``,
+#: ``GoogleAccessId``), Akamai (``hdnts``), and any name with a token, credential, key, secret, password, auth or
+#: code in it. Matching by part, not by a list of names: a name that merely contains one (``design``, ``monkey``)
+#: costs a harmless query, never a leak.
 _SIGNING_PREFIXES = ("x-amz-", "x-goog-")
-_SIGNING_PARTS = ("sig", "token", "credential")
-_SIGNING_NAMES = frozenset({"key-pair-id", "policy", "awsaccesskeyid", "googleaccessid", "authorization", "hdnts",
-                            "key", "apikey", "api_key"})
+_SIGNING_PARTS = ("sig", "sas", "token", "credential", "key", "secret", "passw", "pwd", "auth", "code")
+_SIGNING_NAMES = frozenset({"policy", "googleaccessid", "hdnts"})
 # A parameter name: what precedes "=" after the start, "?", "&", ";" or "#" (so "#/route?access_token=" counts).
 _PARAMETER_NAME = re.compile(r"(?:^|[?&;#])([^=?&;#]*)=")
 _USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)[^/?#]*@")

@@ -126,7 +126,8 @@ S3_PRESIGNED = ("https://bucket.s3.amazonaws.com/media/a.png?X-Amz-Algorithm=AWS
     ("https://h.example/a.png?X%2DAmz%2DDate=20261203", "https://h.example/a.png"),  # signs only once decoded
     *((f"https://h.example/a.png?{name}=abc", "https://h.example/a.png") for name in (
         "key", "apikey", "api_key", "Policy", "Key-Pair-Id", "AWSAccessKeyId", "GoogleAccessId", "Authorization",
-        "hdnts")),
+        "hdnts", "code", "secret", "password", "pwd", "auth", "accessKey", "access_key", "subscription-key",
+        "sas_key")),
     ("https://h.example/a.png?v=1#/view?access_token=abc", "https://h.example/a.png"),  # a fragment route
     ("https://h.example/a.png?q-signature=abc&hdnts=exp~acl~hmac", "https://h.example/a.png"),
     ("ftp://user:secret@h.example/a.png", "ftp://h.example/a.png"),
