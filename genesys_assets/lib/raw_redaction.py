@@ -229,16 +229,9 @@ class _PageRedactor:
                     if type(value) is str:
                         a[key] = seen[value]
         keys = set(chain.from_iterable(map(dict.keys, attributes)))
-        phone_keys = {k for k in keys if PHONE_KEY_RE.search(k)}  # JSON object keys are strings
-        under_phone_key = self._phone_key_values
-        for a in attributes if phone_keys else ():
-            for key in phone_keys.intersection(a):
-                value = a[key]
-                if type(value) is str:
-                    out = under_phone_key.get(value)
-                    if out is None:
-                        out = under_phone_key[value] = self._hash(value) if is_phone_under_phone_key(value) else value
-                    a[key] = out
+        for key in (k for k in keys if PHONE_KEY_RE.search(k)):  # JSON object keys are strings
+            holders = [a for a in attributes if key in a]
+            self._replace(holders, _values(holders, key), key, self._phone_key_values, self._under_phone_key)
 
     def _hash(self, value: str) -> str:
         """``hmac:`` + keyed hash of a non-empty string that is not a hash already."""
@@ -252,6 +245,9 @@ class _PageRedactor:
 
     def _attribute(self, value: str) -> str:
         return self._hash(value) if PHONE_ATTRIBUTE_RE.match(value) else value
+
+    def _under_phone_key(self, value: str) -> str:
+        return self._hash(value) if is_phone_under_phone_key(value) else value
 
     def _name(self, value: str) -> str:
         return self._hash(value) if is_phone_name(value) else value  # pii.marked_hash_if_phone, with the cache

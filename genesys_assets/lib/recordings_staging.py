@@ -498,11 +498,6 @@ def digests(path: Path, multipart_threshold: int, chunksize: int) -> tuple[str, 
     return whole.hexdigest(), size, f"{composite}-{len(parts)}"
 
 
-def tags_for(ir_tags: Iterable[str] | None, recording_id: str, source_audio: str) -> str:
-    """``tag_pairs`` as the URL-encoded ``Tagging`` string a PUT carries."""
-    return urlencode(tag_pairs(ir_tags, recording_id, source_audio))
-
-
 def tag_pairs(ir_tags: Iterable[str] | None, recording_id: str, source_audio: str) -> list[tuple[str, str]]:
     """S3 object tags, sorted: retention (7y when IR tagged Retention-7Y, else the default), legal hold, provenance, and
     whether the audio is raw or masked at the source (``source-audio``), so raw recordings can be found and

@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import av
 import pytest
@@ -647,5 +646,5 @@ def test_a_part_damaged_in_transit_is_refused_by_s3_and_quarantined(s3: Any, tmp
 
 def test_every_object_is_tagged_with_what_its_source_audio_is() -> None:
     for audio in rs.SOURCE_AUDIO:
-        tags = dict(parse_qsl(rs.tags_for(["Retention-7Y"], "R-1", audio)))
+        tags = dict(rs.tag_pairs(["Retention-7Y"], "R-1", audio))
         assert tags["source-audio"] == audio and tags["legacy-recording-id"] == "R-1"
