@@ -696,9 +696,7 @@ _VERSION_KEY = ("conversation_id", "conversation_end", "segment_count", "_seq")
 def _keep_versions(frames: dict[str, pa.Table], winners: pl.DataFrame) -> dict[str, pa.Table]:
     """Each table's rows of the surviving versions (``winners``' ``_seq``), in order.
 
-    A batch loses few versions (a repeated page's worth), so each table drops the rows whose ``_seq`` is one of
-    them, a hash lookup a row (a bitmap over the batch's ``_seq`` range, gathered per table, cost ~2 ms more a
-    batch; a semi-join per frame ~6 ms, measured).
+    A batch loses few versions (a repeated page's worth): each table drops their rows (``_without_versions``).
     """
     seq = frames["conversations"].column("_seq")
     if len(seq) == 0:
@@ -707,37 +705,40 @@ def _keep_versions(frames: dict[str, pa.Table], winners: pl.DataFrame) -> dict[s
     mine = _arrow(winners.get_column("_seq").filter(winners.get_column("_seq").is_between(lo, hi)))
     if len(mine) == len(seq):
         return frames  # every version here survives (the losers are in the other batch)
-    losers = seq.filter(pc.invert(pc.is_in(seq, value_set=mine)))
+    losers = _series(seq.filter(pc.invert(pc.is_in(seq, value_set=mine)))).sort()
     return {name: _without_versions(t, losers) for name, t in frames.items()}
 
 
 _MAX_KEPT_SLICES = 16
 
 
-def _without_versions(table: pa.Table, losers: pa.Array | pa.ChunkedArray) -> pa.Table:
-    """``table``'s rows whose ``_seq`` is not one of ``losers``.
+def _without_versions(table: pa.Table, losers: pl.Series) -> pa.Table:
+    """``table``'s rows whose ``_seq`` is not one of ``losers`` (sorted).
 
     A batch's rows are in ``_seq`` order and its losers come in runs (a repeated page's tail loses to the next
     page), so the rows kept are a few zero-copy slices; filtering copied every column of every table, ~3.5 % of
-    the day's CPU (measured). Rows out of order, or losers scattered, take the filter.
+    the day's CPU (measured). Rows out of order, or losers scattered, take the filter (a hash lookup a row).
     """
     seq = _series(table.column("_seq"))
-    dropped = _series(losers).sort()
-    if dropped.len() == 0 or seq.len() == 0:
+    if losers.len() == 0 or seq.len() == 0:
         return table
     if seq.is_sorted():
-        starts = seq.search_sorted(dropped, side="left").to_list()
-        ends = seq.search_sorted(dropped, side="right").to_list()
-        kept, at = [], 0
+        starts = seq.search_sorted(losers, side="left").to_list()
+        ends = seq.search_sorted(losers, side="right").to_list()
+        kept: list[tuple[int, int]] = []
+        at = 0
         for start, end in zip(starts, ends, strict=True):
             if start > at:
                 kept.append((at, start))
+                if len(kept) > _MAX_KEPT_SLICES:
+                    break
             at = max(at, end)
-        if at < seq.len():
-            kept.append((at, seq.len()))
-        if len(kept) <= _MAX_KEPT_SLICES:
-            return pa.concat_tables([table.slice(a, b - a) for a, b in kept]) if kept else table.slice(0, 0)
-    return table.filter(pc.invert(pc.is_in(table.column("_seq"), value_set=_arrow(dropped))))
+        else:
+            if at < seq.len():
+                kept.append((at, seq.len()))
+            if len(kept) <= _MAX_KEPT_SLICES:
+                return pa.concat_tables([table.slice(a, b - a) for a, b in kept]) if kept else table.slice(0, 0)
+    return table.filter(pc.invert(pc.is_in(table.column("_seq"), value_set=_arrow(losers))))
 
 
 # ------------------------------------------------------------------------------------- Arrow conversion
