@@ -33,6 +33,7 @@ from genesys_assets.defs.availability import WATERMARK_TAG
 from genesys_assets.lib.analytics_plan import day_bounds, iso
 from genesys_assets.sandbox.genesys_emulator import GenesysEmulator
 from genesys_assets_tests.analytics.conftest import materialize, past_day, resources
+from genesys_assets_tests.support import step_failure
 
 DAY = past_day(2)
 
@@ -120,8 +121,7 @@ def test_a_watermark_tag_that_does_not_prove_the_day_complete_is_checked_with_ge
         refused = materialize(resources(emulator, home), DAY, "conversation_details", raise_on_error=False,
                               tags={WATERMARK_TAG: tag})
         assert not refused.success and _availability_requests(emulator) == 1
-        [failure] = [e for e in refused.all_events if e.is_step_failure]
-        assert "not yet available until" in str(failure.step_failure_data.error)
+        assert "not yet available until" in step_failure(refused).error.message
     finally:
         emulator.set_faults(availability_lag_seconds=6 * 3600)
 

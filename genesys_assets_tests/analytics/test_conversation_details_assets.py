@@ -27,6 +27,7 @@ from genesys_assets_tests.analytics.conftest import (
     resources,
     table_digests,
 )
+from genesys_assets_tests.support import step_failure
 
 TABLES = ("conversations", "participants", "sessions", "segments")
 DAY = past_day(3)
@@ -163,8 +164,7 @@ def test_a_day_past_the_watermark_refuses_and_writes_nothing(emulator: GenesysEm
     finally:
         emulator.set_faults(availability_lag_seconds=6 * 3600)
     assert not result.success
-    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    assert "not yet available until" in failure.event_specific_data.error.message
+    assert "not yet available until" in step_failure(result).error.message
     assert not (home / "lake/analytics/conversations" / f"year={today:%Y}/month={today:%m}/day={today:%d}").exists()
 
 
@@ -181,9 +181,8 @@ def test_a_missing_required_key_fails_naming_the_conversation(emulator: GenesysE
     result = materialize(resources(emulator, home), day, "conversation_details", raise_on_error=False,
                          config={"conversation_details": {"replay_from_raw": True}})
     assert not result.success
-    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    assert bad["conversationId"] in failure.event_specific_data.error.message
-    assert "conversationStart" in failure.event_specific_data.error.message
+    message = step_failure(result).error.message
+    assert bad["conversationId"] in message and "conversationStart" in message
 
 
 def test_a_segment_without_a_start_is_counted_and_warned_not_silently_lost(emulator: GenesysEmulator,

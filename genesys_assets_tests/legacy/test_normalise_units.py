@@ -23,6 +23,12 @@ def test_cloud_ids_are_byte_identical_to_uuid5() -> None:
     assert {uuid.UUID(v).version for v in got} == {5}
 
 
+def test_cloud_ids_take_a_namespace() -> None:
+    namespace = uuid.uuid5(uuid.NAMESPACE_URL, "urn:test:segments")
+    got = li.cloud_ids(pl.Series("x", TRICKY_NAMES), namespace)
+    assert got.to_list() == [str(uuid.uuid5(namespace, n)) for n in TRICKY_NAMES]
+
+
 def test_cloud_ids_keep_nulls_and_empty_input() -> None:
     got = li.cloud_ids(pl.Series("x", ["a", None, "a"], dtype=pl.String))
     assert got.to_list() == [str(uuid.uuid5(li.INTERACTION_NAMESPACE, "a")), None,

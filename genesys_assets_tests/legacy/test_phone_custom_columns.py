@@ -12,6 +12,7 @@ import pytest
 from genesys_assets.defs.legacy import assets as legacy
 from genesys_assets.resources.pureconnect import LegacyDay, PureConnectResource
 from genesys_assets_tests.legacy.conftest import Env
+from genesys_assets_tests.support import failure_text, step_failure
 
 
 @pytest.mark.parametrize("given_as", ["environment", "config"])
@@ -39,9 +40,9 @@ def test_an_unknown_phone_column_stops_the_day_before_it_is_read(
     result = env.materialize(resources=env.resources(lake_dir=lake), selection=[legacy.legacy_interactions],
                              raise_on_error=False, run_config=run_config)
 
-    [failure] = result.get_step_failure_events()
-    assert failure.step_key == "legacy_interactions"
-    error = failure.step_failure_data.error.to_string()
+    step_failure(result)  # exactly one step failed: this one
+    error = failure_text(result)
+    assert error.startswith("legacy_interactions: ")
     with contextlib.closing(sqlite3.connect(env.site.db_path)) as con:
         columns = [row[1] for row in con.execute("PRAGMA table_info(InteractionCustomAttributes)")]
     values = [c for c in columns if c not in ("InteractionIDKey", "SiteID", "SeqNo")]
