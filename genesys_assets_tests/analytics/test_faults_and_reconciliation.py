@@ -47,13 +47,19 @@ def clean_digests(clean_lake: Path) -> dict[str, str]:
     return digests
 
 
+def _revoke_and_throttle(emulator: GenesysEmulator) -> None:
+    emulator.revoke_tokens()
+    emulator.fail_next(429, retry_after="1")
+
+
 def test_faults_give_the_fault_free_output(emulator: GenesysEmulator, clean_digests: dict[str, str],
                                            tmp_path: Path) -> None:
     emulator.clear_request_log()
     emulator.fail_next_jobs("EXPIRED")  # the first job expires; its resubmission is fulfilled
     emulator.set_faults(rate_429=0.15, retry_after="1", rate_5xx=0.1, latency_seconds=0.05)
     try:
-        with after_pages(emulator, 2, lambda job_id: emulator.revoke_tokens()):  # a 401 mid-paging
+        # A 401 and a 429 mid-paging for certain; the random faults around them vary with the run's timing.
+        with after_pages(emulator, 2, lambda job_id: _revoke_and_throttle(emulator)):
             result = materialize(resources(emulator, tmp_path), DAY, "conversation_details", "wrapup_facts",
                                  config={"conversation_details": {"page_size": 50}})
     finally:
