@@ -73,9 +73,18 @@ def _stop_on_signal() -> threading.Event:
     return stop
 
 
+def _terminated(*_: object) -> None:
+    raise SystemExit(128 + signal.SIGTERM)
+
+
 def _sandbox(args: argparse.Namespace) -> Sandbox:
+    """The sandbox a command starts. A SIGTERM then unwinds the command like Ctrl-C, so the sandbox stops and
+    withdraws its endpoints file, which ``doctor`` and the assets would otherwise trust after the process is gone
+    (``sandbox`` installs its own handler first, which is kept)."""
     from genesys_assets.sandbox.services import Sandbox
 
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)
     return Sandbox(
         settings.genesys_home(), start=args.start, end=args.end,
         conversations_per_day=args.conversations_per_day, interactions_per_day=args.interactions_per_day,

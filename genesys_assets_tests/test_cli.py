@@ -282,3 +282,22 @@ def test_dev_serves_the_ui_with_the_assets_and_stops_on_ctrl_c(tmp_path: Path) -
     assert not re.search(r'File "[^"]*/genesys_assets/', output), output
     assert "Dagster services shut down" in output, output
     assert not (home / "sandbox" / "endpoints.json").exists()
+
+
+def test_sigterm_during_the_demo_stops_its_sandbox_and_withdraws_its_endpoints(tmp_path: Path) -> None:
+    """A service manager's stop of a command that started a sandbox: the sandbox stops and its endpoints file goes
+    (a stale one would send doctor and the assets to servers that are gone)."""
+    home = tmp_path / "home"
+    endpoints = home / "sandbox" / "endpoints.json"
+    demo = subprocess.Popen(_command("demo", "--start", "2026-11-02", "--end", "2026-11-02", *SMALL), env=_env(home),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(endpoints, demo, 120)
+        demo.send_signal(signal.SIGTERM)
+        _, stderr = demo.communicate(timeout=120)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 128 + signal.SIGTERM, stderr
+    assert not endpoints.exists()
