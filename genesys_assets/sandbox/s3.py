@@ -188,10 +188,12 @@ class _Server(ThreadedMotoServer):
 
     def stop_if_started(self) -> None:
         """Stop the server if ``start`` ran, also when it was interrupted before the server was ready (moto's
-        ``stop`` fails on a server never started, and hangs on one whose thread has not built it yet)."""
+        ``stop`` fails on a server never started, and hangs on one whose thread has not built it yet): wait for the
+        server as long as its thread lives, however slow the build, and not at all for a thread that died."""
         if self._thread is None:
             return
-        self._server_ready_event.wait(timeout=10)
+        while self._thread.is_alive() and not self._server_ready_event.wait(timeout=0.05):
+            pass
         self.stop()
         self._thread = None
 

@@ -9,6 +9,7 @@ import io
 import os
 import socket
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -133,3 +134,16 @@ def test_a_server_interrupted_before_it_is_ready_is_stopped_not_leaked(monkeypat
     assert not thread.is_alive()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_a_server_whose_thread_died_while_building_is_not_waited_for() -> None:
+    """A server thread that died building its server (a port taken, say) never gets ready: stopping does not wait
+    for it (it waited 10 s before)."""
+    server = SandboxS3(buckets=(BUCKET,))
+    died = threading.Thread(target=lambda: None)
+    died.start()
+    died.join()
+    server._server._thread = died
+    started = time.monotonic()
+    server._server.stop_if_started()
+    assert time.monotonic() - started < 5 and server._server._thread is None
