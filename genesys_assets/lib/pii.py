@@ -146,9 +146,11 @@ class AddressHasher:
 
     def hash_phone_attributes(self, keys: pl.Series, values: pl.Series) -> pl.Series:
         """``values`` with those ``is_phone_attribute`` finds (given each one's key) replaced by their hash."""
-        looks = values.str.contains(f"(?i){PHONE_ATTRIBUTE}") | (
-            keys.str.contains(PHONE_KEY) & values.str.contains(f"(?i){PHONE_VALUE.pattern}")
-            & ~values.str.contains(ISO_DATE))
+        looks = values.str.contains(f"(?i){PHONE_ATTRIBUTE}")
+        under_phone_key = keys.str.contains(PHONE_KEY)
+        if under_phone_key.any():  # most batches have no such key: their values are not read twice more
+            looks = looks | (under_phone_key & values.str.contains(f"(?i){PHONE_VALUE.pattern}")
+                             & ~values.str.contains(ISO_DATE))
         return self.hash_where(values, looks)
 
     def hash_where(self, s: pl.Series, looks: pl.Series) -> pl.Series:
