@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import dagster as dg
 
-from genesys_assets.lib.legacy_interactions import phone_custom_columns
+from genesys_assets.lib.legacy_interactions import PHONE_COLUMNS_ENV, phone_custom_columns
 from genesys_assets.lib.recordings_staging import stated_source_audio
 from genesys_assets.resources.genesys_cloud import (
     GenesysApiError,
@@ -177,14 +177,14 @@ def run_checks(resources: dict[str, Any], staging_bucket: str | None) -> list[Ch
                          source_audio))
 
     def phone_columns() -> str:
-        named = phone_custom_columns(os.environ.get("PURECONNECT_PHONE_CUSTOM_COLUMNS"),
+        named = phone_custom_columns(os.environ.get(PHONE_COLUMNS_ENV),
                                      INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA)
         if not named:
             return "none named: in custom attributes only values written as numbers (tel:, sip:, +) are hashed"
         return f"every value of {', '.join(named)} is hashed"
 
     checks.append(_probe("custom attribute phone columns", "name InteractionCustomAttributes columns in "
-                         "PURECONNECT_PHONE_CUSTOM_COLUMNS, comma-separated (e.g. CustomString2,CustomNum1)",
+                         f"{PHONE_COLUMNS_ENV}, comma-separated (e.g. CustomString2,CustomNum1)",
                          phone_columns))
 
     def warehouse() -> str:

@@ -13,10 +13,10 @@ def _host_only(url: str) -> str:
     """``https://host[:port]/**********``: where deliveries go, without the path or query that may be the secret."""
     try:
         parts = urlsplit(url)
-        port = f":{parts.port}" if parts.port else ""
     except ValueError:
         return "**********"
-    return f"{parts.scheme}://{parts.hostname}{port}/**********" if parts.hostname else "**********"
+    host = parts.netloc.rpartition("@")[2]  # without any user:password@; an IPv6 host keeps its brackets
+    return f"{parts.scheme}://{host}/**********" if host else "**********"
 
 
 class DataLakeWebhookResource(dg.ConfigurableResource):

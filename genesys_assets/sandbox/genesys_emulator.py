@@ -344,8 +344,15 @@ class GenesysEmulator:
         """Revoke every access token server-side (as an admin or clock skew would), so a client still trusting its
         token meets a 401 on its next request; ``issued_tokens`` keeps them for secret scans."""
         with self._lock:
-            self._retired_tokens.extend(self._tokens)
-            self._tokens = {}
+            self._retire(list(self._tokens))
+
+    def _retire(self, tokens: list[str]) -> None:
+        """(holding the lock) Tokens no longer accepted, kept listed for ``issued_tokens`` (bounded: only tests
+        read it)."""
+        for token in tokens:
+            del self._tokens[token]
+        self._retired_tokens.extend(tokens)
+        del self._retired_tokens[:-10_000]
 
     def add_client(self, client_id: str, client_secret: str, permissions: list[str]) -> None:
         """Register an OAuth client whose tokens carry exactly ``permissions`` (``*`` wildcards allowed)."""
@@ -614,10 +621,7 @@ class GenesysEmulator:
         token = secrets.token_urlsafe(48)
         with self._lock:
             now = time.time()
-            expired = [k for k, t in self._tokens.items() if t.expires_at <= now]
-            self._retired_tokens.extend(expired)
-            del self._retired_tokens[:-10_000]  # bounded: only tests read it
-            self._tokens = {k: t for k, t in self._tokens.items() if t.expires_at > now}
+            self._retire([k for k, t in self._tokens.items() if t.expires_at <= now])
             self._tokens[token] = _Token(client_id or "", known[1], now + ttl)
         return _json(200, {"access_token": token, "token_type": "bearer", "expires_in": ttl})
 

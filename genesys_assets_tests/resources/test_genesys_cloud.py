@@ -605,6 +605,8 @@ def test_resource_reprs_mask_header_values_and_the_webhook_path() -> None:
     for text in (repr(resource), str(resource), repr(resource.client_settings()), repr(hook), str(hook)):
         assert "5ecret" not in text and "pw" not in text
     assert "X-Api-Key" in repr(resource) and "hooks.example.com:8443" in repr(hook)
+    ipv6 = DataLakeWebhookResource(url="https://[::1]:9000/services/T0/B5ecret")
+    assert "https://[::1]:9000/**********" in repr(ipv6) and "5ecret" not in repr(ipv6)
 
 
 def test_secrets_never_appear_in_reprs_errors_or_logs(emu: GenesysEmulator, caplog: pytest.LogCaptureFixture) -> None:
