@@ -1,17 +1,20 @@
-"""legacy_interactions against the sandbox site with a phone custom column its InteractionCustomAttributes lacks."""
+"""legacy_interactions against the sandbox site with phone custom columns: named ones hashed, an unknown one refused."""
 
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 from datetime import date
 from pathlib import Path
 
+import orjson
 import pytest
 
 from genesys_assets.defs.legacy import assets as legacy
+from genesys_assets.lib import legacy_lake as paths
 from genesys_assets.resources.pureconnect import LegacyDay, PureConnectResource
-from genesys_assets_tests.legacy.conftest import Env
+from genesys_assets_tests.legacy.conftest import DAY, Env
 from genesys_assets_tests.support import failure_text, step_failure
 
 
@@ -51,3 +54,31 @@ def test_an_unknown_phone_column_stops_the_day_before_it_is_read(
     assert f"its columns are {', '.join(values)}" in error and "CustomString6" in values
     assert reads == []
     assert not [path for path in lake.rglob("*") if path.is_file()]
+
+
+@pytest.mark.parametrize(("env_setting", "config_setting", "hashed", "clear"), [
+    ("CustomString1", None, "CustomString1", "CustomString2"),
+    ("CustomString1", "CustomString2", "CustomString2", "CustomString1"),  # the asset's config wins
+])
+def test_the_named_phone_columns_are_hashed_in_the_lake(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env_setting: str, config_setting: str | None,
+        hashed: str, clear: str) -> None:
+    """Every value of a column the site keeps numbers in is hashed (the sandbox's CustomString1 holds ACCT-…
+    references, CustomString2 a tier); the other columns keep theirs; the run says which columns it hashed."""
+    monkeypatch.setenv("PURECONNECT_PHONE_CUSTOM_COLUMNS", env_setting)
+    run_config = ({"ops": {"legacy_interactions": {"config": {"phone_custom_columns": config_setting}}}}
+                  if config_setting else {})
+    resources = env.resources(lake_dir=tmp_path / "lake")
+    result = env.materialize(resources=resources, selection=[legacy.legacy_interactions], run_config=run_config)
+
+    [materialization] = result.asset_materializations_for_node("legacy_interactions")
+    assert materialization.metadata["phone_custom_columns"].value == hashed
+    canonical = paths.read_day(resources["lake"], paths.INTERACTIONS, DAY, "interactions.parquet")
+    assert canonical is not None
+    custom = [orjson.loads(v) for v in canonical["custom_attributes"].drop_nulls()]
+    with contextlib.closing(sqlite3.connect(env.site.db_path)) as con:
+        source = {row[0] for row in con.execute(f"SELECT {hashed} FROM InteractionCustomAttributes") if row[0]}
+    stored = {c[hashed] for c in custom if c.get(hashed)}
+    assert source and stored and not source & stored
+    assert all(re.fullmatch(r"[0-9a-f]{32}", v) for v in stored)
+    assert any(c.get(clear) and not re.fullmatch(r"[0-9a-f]{32}", c[clear]) for c in custom)
