@@ -325,7 +325,7 @@ def phone_custom_columns(setting: str | None, columns: Iterable[str],
     return names
 
 
-def _check_phone_columns(names: tuple[str, ...], columns: Iterable[str], source: str = PHONE_COLUMNS_ENV) -> None:
+def _check_phone_columns(names: tuple[str, ...], columns: Iterable[str], source: str) -> None:
     available = [c for c in columns if c not in _KEY]
     unknown = [name for name in names if name not in available]
     if unknown:
@@ -338,7 +338,7 @@ def _custom_attributes(custom: pl.DataFrame, hasher: AddressHasher, phone_column
     ``+`` and digits) is hashed; the columns a site keeps phone numbers in (``phone_columns``: the column names say
     nothing, only the site knows) are hashed whatever their values look like, a ``CustomNum`` becoming a string."""
     value_columns = [c for c in custom.columns if c not in _KEY]
-    _check_phone_columns(phone_columns, custom.columns)
+    _check_phone_columns(phone_columns, custom.columns, "phone_columns")  # a library caller's own argument
     custom = custom.unique(subset=list(_KEY), keep="first")
 
     def hashed(column: str) -> pl.Series:

@@ -149,8 +149,9 @@ def test_a_phone_column_the_table_does_not_have_is_an_error_naming_the_columns()
     error = "CustomStrng2, which InteractionCustomAttributes does not have; its columns are CustomNum1"
     with pytest.raises(ValueError, match=error):  # the asset's check, before the day is read
         li.phone_custom_columns("CustomStrng2", pc.INTERACTION_CUSTOM_ATTRIBUTES_SCHEMA)
-    with pytest.raises(ValueError, match=error):  # and normalise_day's own, for any other caller
+    with pytest.raises(ValueError, match=error) as raised:  # and normalise_day's own, for any other caller
         li.normalise_day(day, DAY, "America/New_York", AddressHasher("k" * 32), ("CustomStrng2",))
+    assert str(raised.value).startswith("phone_columns names CustomStrng2")  # its argument, not a setting it never read
 
 
 def test_a_mapping_written_twice_or_listed_twice_maps_each_interaction_once() -> None:
