@@ -1,4 +1,5 @@
-"""Entry point of one measured subprocess: ``python -m benchmarks.child MODULE:FUNC ARGS_JSON RESULT_PATH``.
+"""Entry point of one measured subprocess: ``python -m benchmarks.child MODULE:FUNC RESULT_PATH``, its arguments as
+JSON on stdin (they carry credentials, which a command line shows to every process).
 
 It reports its own peak RSS (``VmHWM``: the high-water mark of this process's memory since it was exec'd) and that
 of the programs it ran and waited for (``RUSAGE_CHILDREN``: ``aws``, ``ffmpeg``). Why not the parent's ``wait4``:
@@ -25,9 +26,10 @@ def peak_rss_kib() -> int:
 
 
 def main(argv: list[str]) -> None:
-    target, args, out = argv
+    target, out = argv
+    args = json.loads(sys.stdin.buffer.read())
     module, func = target.split(":")
-    result = getattr(importlib.import_module(module), func)(json.loads(args))
+    result = getattr(importlib.import_module(module), func)(args)
     result["peak_rss_kib"] = peak_rss_kib()
     Path(out).write_text(json.dumps(result, default=str))
 

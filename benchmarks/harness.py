@@ -2,9 +2,10 @@
 
 Why a subprocess per run: peak RSS (``ru_maxrss``) is a high-water mark, so two runs in one process would hide
 each other, and data preparation (generating a day, building a site) must not count against the code under test.
-The parent starts ``python -m benchmarks.child MODULE:FUNC ARGS_JSON RESULT_PATH``, reaps it with ``os.wait4``
-and reads the figures the child wrote, including the child's peak RSS as it measured it (``VmHWM`` of itself,
-``RUSAGE_CHILDREN`` for an ``ffmpeg`` or ``aws`` it ran: see :mod:`benchmarks.child` for why not ``wait4``'s).
+The parent starts ``python -m benchmarks.child MODULE:FUNC RESULT_PATH`` (the arguments as JSON on its stdin), reaps
+it with ``os.wait4`` and reads the figures the child wrote, including the child's peak RSS as it measured it (``VmHWM``
+of itself, ``RUSAGE_CHILDREN`` for an ``ffmpeg`` or ``aws`` it ran: see :mod:`benchmarks.child` for why not
+``wait4``'s).
 """
 
 from __future__ import annotations
@@ -80,10 +81,13 @@ def run_child(target: str, args: dict[str, Any], *, timeout: float | None = None
     """
     with tempfile.TemporaryDirectory(prefix="bench-child-") as tmp:
         out = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "benchmarks.child", target, json.dumps(args), str(out)]
+        cmd = [sys.executable, "-m", "benchmarks.child", target, str(out)]
         warm(*inputs)
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO)
+        proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE)
+        assert proc.stdin is not None
+        with proc.stdin:  # args carry the sandbox's credentials: on argv, any process could read them (ps)
+            proc.stdin.write(json.dumps(args).encode())
         deadline = None if timeout is None else started + timeout
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
