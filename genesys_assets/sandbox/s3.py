@@ -12,6 +12,7 @@ import io
 import logging
 import re
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -26,6 +27,11 @@ SANDBOX_ACCESS_KEY = "sandbox-access-key"
 SANDBOX_SECRET_KEY = "sandbox-secret-key"
 SANDBOX_REGION = "us-east-1"
 STAGING_BUCKET = "genesys-recordings-staging"
+READY_TIMEOUT = 10.0  # seconds for the server thread to build its server: a socket bind, normally instant
+
+
+class SandboxS3StartError(RuntimeError):
+    """The sandbox S3 server did not start; nothing of it is left running."""
 
 
 class HeadLag:
@@ -185,6 +191,32 @@ class _Server(ThreadedMotoServer):
     def __init__(self, ip_address: str, port: int) -> None:
         super().__init__(ip_address=ip_address, port=port, verbose=False)
         self.head_lag = HeadLag(Checksums(S3Dispatcher()))
+        self._build_error: BaseException | None = None
+        self._handover = threading.Lock()  # between start giving up on the thread and the thread getting ready
+
+    def start(self) -> None:
+        """Start the server thread and wait for its server, but not forever as moto's ``start`` does: raise
+        ``SandboxS3StartError`` if the thread dies building it (a port taken, say) or is not ready within
+        ``READY_TIMEOUT``. A thread given up on closes its server if it ever builds it, so nothing is left to stop."""
+        self._build_error = None
+        self._thread = threading.Thread(target=self._server_entry, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + READY_TIMEOUT
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            if self._server_ready_event.wait(timeout=0.05):
+                return
+        with self._handover:
+            if self._server_ready_event.is_set():  # ready just now
+                return
+            died, self._thread = not self._thread.is_alive(), None
+        where = f"the sandbox S3 server on {self._ip_address}:{self._port}"
+        if died:
+            raise SandboxS3StartError(
+                f"{where} failed to start: {self._build_error or 'its thread ended'}. If the port is in use, stop "
+                "the program holding it or pass port=0 for a free one; else fix the cause and start again."
+            ) from self._build_error
+        raise SandboxS3StartError(f"{where} was not ready within {READY_TIMEOUT:g} s; check the machine is not "
+                                  "overloaded and start again.")
 
     def stop_if_started(self) -> None:
         """Stop the server if ``start`` ran, also when it was interrupted before the server was ready (moto's
@@ -198,10 +230,21 @@ class _Server(ThreadedMotoServer):
         self._thread = None
 
     def _server_entry(self) -> None:
-        self._server = make_server(self._ip_address, self._port, self.head_lag, True,
-                                   request_handler=MotoRequestHandler)
-        self._server_ready_event.set()
-        self._server.serve_forever()
+        """Build the server and serve; a build's error is kept for ``start`` to report (a thread's own goes no
+        further than stderr), and a server built after ``start`` gave up on this thread is closed, not served."""
+        try:
+            server = make_server(self._ip_address, self._port, self.head_lag, True,
+                                 request_handler=MotoRequestHandler)
+        except (Exception, SystemExit) as error:  # werkzeug turns a bind's OSError (a port taken) into SystemExit
+            self._build_error = (error.__context__ or error) if isinstance(error, SystemExit) else error
+            return
+        with self._handover:
+            if self._thread is not threading.current_thread():
+                server.server_close()
+                return
+            self._server = server
+            self._server_ready_event.set()
+        server.serve_forever()
 
 
 class SandboxS3:

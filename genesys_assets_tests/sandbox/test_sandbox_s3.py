@@ -4,12 +4,14 @@ multipart object's composite checksum reads back as ``<digest>-<parts>`` from HE
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import io
 import os
 import socket
 import threading
 import time
+import traceback
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +21,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from genesys_assets.sandbox import s3 as sandbox_s3
-from genesys_assets.sandbox.s3 import SandboxS3
+from genesys_assets.sandbox.s3 import SandboxS3, SandboxS3StartError
 
 BUCKET = "sandbox-s3-test"
 
@@ -147,3 +149,95 @@ def test_a_server_whose_thread_died_while_building_is_not_waited_for() -> None:
     started = time.monotonic()
     server._server.stop_if_started()
     assert time.monotonic() - started < 5 and server._server._thread is None
+
+
+@pytest.fixture
+def taken_port() -> Iterator[socket.socket]:
+    """A loopback socket listening on a port, as another program would hold it."""
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        yield holder
+
+
+def _threads_started_since(before: set[threading.Thread]) -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread not in before]
+
+
+# The failures below used to hang: moto's start waits for a server thread that died, or is stuck, with no timeout.
+@pytest.mark.timeout(10)
+def test_a_start_on_a_taken_port_fails_fast_saying_so_and_leaves_nothing_running(taken_port: socket.socket) -> None:
+    port = taken_port.getsockname()[1]
+    server = SandboxS3(port=port, buckets=(BUCKET,))
+    before = set(threading.enumerate())
+    started = time.monotonic()
+    with pytest.raises(SandboxS3StartError, match=rf"127\.0\.0\.1:{port} failed to start: .*in use.* port=0") as failed:
+        server.start()
+    assert time.monotonic() - started < 5
+    assert isinstance(failed.value.__cause__, OSError) and failed.value.__cause__.errno == errno.EADDRINUSE
+    assert not _threads_started_since(before)
+    server.stop()  # nothing to stop
+    assert server.endpoint_url == ""
+    taken_port.close()
+    with pytest.raises(ConnectionRefusedError):  # nothing of the sandbox's listens on the port either
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+@pytest.mark.timeout(10)
+def test_a_start_whose_server_build_raises_fails_fast_with_that_error_and_leaves_no_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cause = RuntimeError("no server today")
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise cause
+
+    monkeypatch.setattr(sandbox_s3, "make_server", broken)
+    server = SandboxS3(buckets=(BUCKET,))
+    before = set(threading.enumerate())
+    started = time.monotonic()
+    with pytest.raises(SandboxS3StartError, match="failed to start: no server today") as failed:
+        server.start()
+    assert time.monotonic() - started < 5 and failed.value.__cause__ is cause
+    assert not _threads_started_since(before)
+    server.stop()
+
+
+@pytest.mark.timeout(10)
+def test_a_start_whose_server_is_not_ready_in_time_fails_and_the_late_server_never_serves(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its thread, stuck building the server, cannot be killed; once the build returns, it closes the server and
+    ends instead of serving."""
+    monkeypatch.setattr(sandbox_s3, "READY_TIMEOUT", 0.5)
+    release = threading.Event()
+    built: list[int] = []
+    make_server = sandbox_s3.make_server
+
+    def stuck(*args: Any, **kwargs: Any) -> Any:
+        release.wait()
+        made = make_server(*args, **kwargs)
+        built.append(made.server_address[1])
+        return made
+
+    monkeypatch.setattr(sandbox_s3, "make_server", stuck)
+    server = SandboxS3(buckets=(BUCKET,))
+    before = set(threading.enumerate())
+    started = time.monotonic()
+    with pytest.raises(SandboxS3StartError, match=r"not ready within 0\.5 s"):
+        server.start()
+    assert time.monotonic() - started < 5
+    server.stop()  # nothing to stop: returns at once though the thread is still stuck
+    [thread] = _threads_started_since(before)
+    release.set()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    [port] = built
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+@pytest.mark.timeout(10)
+def test_a_failed_start_tells_no_secret(taken_port: socket.socket, capfd: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SandboxS3StartError) as failed:
+        SandboxS3(port=taken_port.getsockname()[1], buckets=(BUCKET,)).start()
+    told = "".join([*traceback.format_exception(failed.value), repr(failed.value), *capfd.readouterr()])
+    assert "failed to start" in told
+    for secret in (sandbox_s3.SANDBOX_ACCESS_KEY, sandbox_s3.SANDBOX_SECRET_KEY):
+        assert secret not in told
