@@ -2,15 +2,22 @@
 
 ``Sandbox`` starts them on loopback, writes their addresses and sandbox credentials to
 ``$GENESYS_HOME/sandbox/endpoints.json`` and removes the file when it stops, so a stale file never points
-at servers that are gone. ``SandboxEndpoints.to_env()`` is the bridge to the resources: the same
-environment variables a live deployment sets, filled with the sandbox's values.
+at servers that are gone. Several sandboxes may run in one home (a ``demo`` started while a ``sandbox`` runs):
+the file is the latest one's, and a sandbox removes it only while it is still the one it wrote, so stopping an
+older sandbox does not take a running one's endpoints away. ``SandboxEndpoints.to_env()`` is the bridge to the
+resources: the same environment variables a live deployment sets, filled with the sandbox's values.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
+import secrets
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -29,6 +36,8 @@ from genesys_assets.sandbox.s3 import (
 
 # Only ever hashes the sandbox's invented customer numbers; live mode must set its own secret key.
 SANDBOX_PII_HASH_KEY = "sandbox-pii-hash-key-not-for-production"
+# The endpoints file's mark of the sandbox that wrote it; not a SandboxEndpoints field, so readers skip it.
+_OWNER_KEY = "owner"
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,18 @@ class SandboxEndpoints:
         return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in fields})
 
 
+@contextmanager
+def _endpoints_lock(endpoints_file: Path) -> Iterator[None]:
+    """Held by a sandbox while it writes or withdraws the home's endpoints file, so another sandbox's write
+    cannot land between a withdraw's check and its unlink; the OS drops it when its holder dies."""
+    fd = os.open(endpoints_file.with_name(endpoints_file.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def apply_sandbox_env(endpoints: SandboxEndpoints | None = None) -> bool:
     """Fill unset environment variables from the running sandbox; False when no sandbox is running."""
     endpoints = endpoints or SandboxEndpoints.load()
@@ -108,6 +129,8 @@ class Sandbox:
         self.s3 = SandboxS3()
         self._interactions_per_day = interactions_per_day
         self.endpoints: SandboxEndpoints | None = None
+        # Unique to this sandbox, also among sandboxes of one process; the pid tells a person which process.
+        self._owner = f"{os.getpid()}-{secrets.token_hex(8)}"
 
     @property
     def endpoints_file(self) -> Path:
@@ -144,18 +167,45 @@ class Sandbox:
             mappings_dir=str(site.mappings_dir),
             site_timezone=site.timezone,
         )
-        # Sandbox credentials only, but still a credential: readable by this user alone.
-        fd = os.open(self.endpoints_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(dataclasses.asdict(self.endpoints), handle, indent=2)
+        self._publish_endpoints()
         return self
+
+    def _publish_endpoints(self) -> None:
+        """Write the endpoints file whole under a temporary name, then rename it over the old one: a reader (or
+        another sandbox's stop) sees the previous file or this one, never a half-written one."""
+        assert self.endpoints is not None
+        with _endpoints_lock(self.endpoints_file):
+            # Sandbox credentials only, but still a credential: readable by this user alone (mkstemp's 0o600).
+            fd, temporary = tempfile.mkstemp(dir=self.dir, prefix=".endpoints-", suffix=".json")
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    json.dump({**dataclasses.asdict(self.endpoints), _OWNER_KEY: self._owner}, handle, indent=2)
+                os.replace(temporary, self.endpoints_file)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+
+    def _withdraw_endpoints(self) -> None:
+        """Remove the endpoints file only while it is the one this sandbox wrote: a sandbox started later in the
+        same home has replaced it and may still be running. A file that cannot be read as an endpoints object
+        (corrupt, or an older version's sandbox half-way through writing it in place) is left alone, not being
+        provably ours, and does not fail the stop."""
+        if not self.endpoints_file.exists():  # nothing to withdraw (and its folder may be gone: no lock to take)
+            return
+        with _endpoints_lock(self.endpoints_file):
+            try:
+                published = json.loads(self.endpoints_file.read_text())
+            except (OSError, ValueError):
+                return
+            if isinstance(published, dict) and published.get(_OWNER_KEY) == self._owner:
+                self.endpoints_file.unlink()
 
     def stop(self) -> None:
         """Stop both servers and withdraw the endpoints; each step runs even if one before it is interrupted (a
         second Ctrl-C)."""
         try:
-            if self.endpoints is not None:  # published by this sandbox, not another one's in the same home
-                self.endpoints_file.unlink(missing_ok=True)
+            if self.endpoints is not None:  # this sandbox may have published them
+                self._withdraw_endpoints()
                 self.endpoints = None
         finally:
             try:

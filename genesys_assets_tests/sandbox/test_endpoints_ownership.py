@@ -1,0 +1,101 @@
+"""Several sandboxes in one GENESYS_HOME (a ``demo`` started while a ``sandbox`` runs) share its endpoints.json.
+
+The file is the latest sandbox's; a sandbox withdraws it on stop only while it is still the one it wrote, so the
+first to stop does not leave the user's Dagster without the endpoints of a newer sandbox that still runs. These
+start real sandboxes (small, under a second) and stop them through ``Sandbox.stop``, the path every command's
+exit, Ctrl-C and SIGTERM take.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from genesys_assets.sandbox.services import Sandbox, SandboxEndpoints
+
+DAY = date(2026, 11, 2)
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Callable[[], Sandbox]]:
+    """Starts small sandboxes, all in the home ``tmp_path``; stops any a failing test left running."""
+    started: list[Sandbox] = []
+
+    def start_one() -> Sandbox:
+        sandbox = Sandbox(tmp_path, start=DAY, end=DAY, conversations_per_day=10, interactions_per_day=5).start()
+        started.append(sandbox)
+        return sandbox
+
+    yield start_one
+    for sandbox in started:
+        if sandbox.endpoints is not None:  # its stop clears them
+            sandbox.stop()
+
+
+def _assert_refused(base_url: str) -> None:
+    """Nothing listens on the port any more: the stop went on to the servers."""
+    with pytest.raises(urllib.error.URLError) as refused:
+        urllib.request.urlopen(f"{base_url}/__sandbox__/webhooks", timeout=5)
+    assert isinstance(refused.value.reason, ConnectionRefusedError), refused.value
+
+
+def test_stopping_the_older_sandbox_leaves_the_newer_ones_endpoints(
+        start: Callable[[], Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bug: the older sandbox's stop removed the file the newer, still running one had written over it."""
+    older, newer = start(), start()
+    older.stop()
+    monkeypatch.setenv("GENESYS_HOME", str(tmp_path))
+    assert SandboxEndpoints.load() == newer.endpoints  # as the assets' resources read it
+    assert oct(newer.endpoints_file.stat().st_mode & 0o777) == "0o600"  # sandbox credentials: this user's alone
+    assert not list(newer.dir.glob(".endpoints-*"))  # no temporary file left behind
+
+
+def test_the_newer_sandbox_still_withdraws_its_own_endpoints_after_the_older_one_stopped(
+        start: Callable[[], Sandbox]) -> None:
+    """Ownership is by what the file says, not by stop order: the file still the newer one's goes with its stop."""
+    older, newer = start(), start()
+    older.stop()
+    assert newer.endpoints_file.is_file()
+    newer.stop()
+    assert not newer.endpoints_file.exists()  # a stale file must never point at servers that are gone
+
+
+@pytest.mark.parametrize("write", [
+    pytest.param(lambda path: path.write_text('{"genesys_api_base_url": "http://127.0.0.1:'), id="truncated"),
+    pytest.param(lambda path: path.write_bytes(b"\xff\xfe{}"), id="not-utf8"),
+    pytest.param(lambda path: path.write_text("[]"), id="not-an-object"),
+    pytest.param(lambda path: path.write_text(json.dumps({"genesys_api_base_url": "http://127.0.0.1:1"})),
+                 id="no-owner"),  # an older version's sandbox, which marks no owner
+    pytest.param(lambda path: (path.unlink(), path.mkdir()), id="unreadable"),
+])
+def test_an_endpoints_file_that_is_not_provably_ours_at_stop_is_left_and_the_stop_completes(
+        start: Callable[[], Sandbox], write: Callable[[Path], object]) -> None:
+    """Corrupt, unreadable or unmarked at stop time: it is not the file this sandbox wrote whole (perhaps an older
+    version's sandbox writing in place right now), so it stays for whoever wrote it, and the servers still stop."""
+    sandbox = start()
+    write(sandbox.endpoints_file)
+    before = sandbox.endpoints_file.read_bytes() if sandbox.endpoints_file.is_file() else None
+    base_url = sandbox.emulator.base_url
+    sandbox.stop()
+    assert sandbox.endpoints_file.exists()
+    if before is not None:
+        assert sandbox.endpoints_file.read_bytes() == before
+    _assert_refused(base_url)
+
+
+def test_a_reader_part_way_through_the_file_reads_a_whole_one_while_another_sandbox_publishes(
+        start: Callable[[], Sandbox], tmp_path: Path) -> None:
+    """A sandbox writes its file whole and renames it into place: a reader (or another sandbox's stop) gets the
+    previous file or the new one, never the old one truncated and rewritten under it."""
+    older = start()
+    with older.endpoints_file.open("rb", buffering=0) as reader:  # unbuffered: read(10) reads 10 bytes, no more
+        head = reader.read(10)
+        start()
+        (tmp_path / "as-read.json").write_bytes(head + reader.read())
+    assert SandboxEndpoints.load(tmp_path / "as-read.json") == older.endpoints
