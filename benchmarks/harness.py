@@ -86,8 +86,11 @@ def run_child(target: str, args: dict[str, Any], *, timeout: float | None = None
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE)
         assert proc.stdin is not None
-        with proc.stdin:  # args carry the sandbox's credentials: on argv, any process could read them (ps)
-            proc.stdin.write(json.dumps(args).encode())
+        try:
+            with proc.stdin:  # args carry the sandbox's credentials: on argv, any process could read them (ps)
+                proc.stdin.write(json.dumps(args).encode())
+        except BrokenPipeError:  # it died before reading them: reaped and reported below, with its exit code
+            pass
         deadline = None if timeout is None else started + timeout
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)

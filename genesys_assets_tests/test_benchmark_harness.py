@@ -4,8 +4,12 @@ child gets its arguments, credentials among them, where no other process can rea
 from __future__ import annotations
 
 import secrets
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from benchmarks.harness import alternating_rounds, run_child
 
@@ -37,3 +41,11 @@ def test_child_gets_its_arguments_off_the_command_line() -> None:
     result = run_child("genesys_assets_tests.test_benchmark_harness:child_report", args)
     assert result["args"] == args  # all of them, intact
     assert "benchmarks.child" in result["cmdline"] and secret not in result["cmdline"]
+
+
+def test_a_child_that_dies_before_reading_its_arguments_is_reported_by_its_exit_code(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Arguments larger than a pipe's buffer: the write waits for a reader, and the child exits without reading.
+    monkeypatch.setattr(sys, "executable", shutil.which("false"))
+    with pytest.raises(RuntimeError, match="failed with exit code 1"):
+        run_child("genesys_assets_tests.test_benchmark_harness:child_report", {"commands": ["x" * 1024] * 1024})

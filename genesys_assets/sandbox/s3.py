@@ -31,7 +31,8 @@ READY_TIMEOUT = 10.0  # seconds for the server thread to build its server: a soc
 
 
 class SandboxS3StartError(RuntimeError):
-    """The sandbox S3 server did not start; nothing of it is left running."""
+    """The sandbox S3 server did not start; nothing of it listens (a thread stuck building its server closes it
+    once built)."""
 
 
 class HeadLag:

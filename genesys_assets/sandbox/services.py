@@ -1,11 +1,11 @@
 """The whole sandbox at once: Genesys Cloud tenant emulator, PureConnect site, S3, webhook receiver.
 
 ``Sandbox`` starts them on loopback, writes their addresses and sandbox credentials to
-``$GENESYS_HOME/sandbox/endpoints.json`` and removes the file when it stops, so a stale file never points
-at servers that are gone. Several sandboxes may run in one home (a ``demo`` started while a ``sandbox`` runs):
-the file is the latest one's, and a sandbox removes it only while it is still the one it wrote, so stopping an
-older sandbox does not take a running one's endpoints away. ``SandboxEndpoints.to_env()`` is the bridge to the
-resources: the same environment variables a live deployment sets, filled with the sandbox's values.
+``$GENESYS_HOME/sandbox/endpoints.json`` and removes the file when it stops, so its file does not outlive its
+servers (unless the sandbox is killed). Several sandboxes may run in one home (a ``demo`` started while a
+``sandbox`` runs): the file is the latest one's, and a sandbox removes it only while it is still the one it wrote,
+so stopping an older sandbox does not take a running one's endpoints away. ``SandboxEndpoints.to_env()`` is the
+bridge to the resources: the same environment variables a live deployment sets, filled with the sandbox's values.
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ class Sandbox:
             except (OSError, ValueError):
                 return
             if isinstance(published, dict) and published.get(_OWNER_KEY) == self._owner:
-                self.endpoints_file.unlink()
+                self.endpoints_file.unlink(missing_ok=True)  # a sandbox of an older version takes no lock
 
     def stop(self) -> None:
         """Stop both servers and withdraw the endpoints; each step runs even if one before it is interrupted (a

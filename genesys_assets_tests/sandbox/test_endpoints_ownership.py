@@ -9,6 +9,7 @@ exit, Ctrl-C and SIGTERM take.
 from __future__ import annotations
 
 import json
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from genesys_assets.sandbox.services import Sandbox, SandboxEndpoints
+from genesys_assets.sandbox.services import Sandbox, SandboxEndpoints, _endpoints_lock
 
 DAY = date(2026, 11, 2)
 
@@ -99,3 +100,16 @@ def test_a_reader_part_way_through_the_file_reads_a_whole_one_while_another_sand
         start()
         (tmp_path / "as-read.json").write_bytes(head + reader.read())
     assert SandboxEndpoints.load(tmp_path / "as-read.json") == older.endpoints
+
+
+def test_a_stop_withdraws_only_once_no_other_sandbox_holds_the_endpoints_lock(start: Callable[[], Sandbox]) -> None:
+    """Without the lock, another sandbox's write could land between the stop's check of the owner and its unlink,
+    and the stop would remove that newer file."""
+    sandbox = start()
+    stopping = threading.Thread(target=sandbox.stop)
+    with _endpoints_lock(sandbox.endpoints_file):  # as another sandbox publishing
+        stopping.start()
+        stopping.join(timeout=1.0)
+        assert stopping.is_alive() and sandbox.endpoints_file.is_file()  # the stop waits for it
+    stopping.join(timeout=10)
+    assert not stopping.is_alive() and not sandbox.endpoints_file.exists()

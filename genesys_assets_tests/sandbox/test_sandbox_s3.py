@@ -11,7 +11,6 @@ import os
 import socket
 import threading
 import time
-import traceback
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -220,24 +219,17 @@ def test_a_start_whose_server_is_not_ready_in_time_fails_and_the_late_server_nev
     server = SandboxS3(buckets=(BUCKET,))
     before = set(threading.enumerate())
     started = time.monotonic()
-    with pytest.raises(SandboxS3StartError, match=r"not ready within 0\.5 s"):
-        server.start()
-    assert time.monotonic() - started < 5
-    server.stop()  # nothing to stop: returns at once though the thread is still stuck
-    [thread] = _threads_started_since(before)
-    release.set()
+    try:
+        with pytest.raises(SandboxS3StartError, match=r"not ready within 0\.5 s"):
+            server.start()
+        assert time.monotonic() - started < 5
+        server.stop()  # nothing to stop: returns at once though the thread is still stuck
+        [thread] = _threads_started_since(before)
+    finally:
+        release.set()  # a failed assertion must not leave the thread stuck
     thread.join(timeout=5)
     assert not thread.is_alive()
     [port] = built
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
-
-@pytest.mark.timeout(10)
-def test_a_failed_start_tells_no_secret(taken_port: socket.socket, capfd: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SandboxS3StartError) as failed:
-        SandboxS3(port=taken_port.getsockname()[1], buckets=(BUCKET,)).start()
-    told = "".join([*traceback.format_exception(failed.value), repr(failed.value), *capfd.readouterr()])
-    assert "failed to start" in told
-    for secret in (sandbox_s3.SANDBOX_ACCESS_KEY, sandbox_s3.SANDBOX_SECRET_KEY):
-        assert secret not in told
