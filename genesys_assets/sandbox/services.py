@@ -4,8 +4,10 @@
 ``$GENESYS_HOME/sandbox/endpoints.json`` and removes the file when it stops, so its file does not outlive its
 servers (unless the sandbox is killed). Several sandboxes may run in one home (a ``demo`` started while a
 ``sandbox`` runs): the file is the latest one's, and a sandbox removes it only while it is still the one it wrote,
-so stopping an older sandbox does not take a running one's endpoints away. ``SandboxEndpoints.to_env()`` is the
-bridge to the resources: the same environment variables a live deployment sets, filled with the sandbox's values.
+so stopping an older sandbox does not take a running one's endpoints away, and when the newer one stops first the
+file goes back to the older one (each running sandbox's endpoints are also in ``sandbox/running/``).
+``SandboxEndpoints.to_env()`` is the bridge to the resources: the same environment variables a live deployment
+sets, filled with the sandbox's values.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from genesys_assets import settings
 from genesys_assets.sandbox.directory import DEFAULT_SEED
@@ -90,6 +93,37 @@ def _endpoints_lock(endpoints_file: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _write_whole(path: Path, content: dict[str, Any]) -> None:
+    """Write under a temporary name, then rename over ``path``: a reader (or another sandbox's stop) sees the old
+    file or the new one, never half of one. Readable by this user alone (mkstemp's 0o600): sandbox credentials
+    only, but still credentials."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(content, handle, indent=2)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _latest_running(running: Path) -> dict[str, Any] | None:
+    """The endpoints of the most recently started sandbox still running in this home, if any. The entries of
+    sandboxes whose process is gone (killed, so never withdrawn) are removed, not handed on."""
+    entries = sorted(running.glob("*.json"), key=lambda entry: entry.stat().st_mtime_ns, reverse=True)
+    for entry in entries:
+        try:
+            pid = int(entry.stem.split("-", 1)[0])
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists
+            content = json.loads(entry.read_text())
+        except (ValueError, OSError):  # not a sandbox's entry, or its process is gone (or another user's since)
+            entry.unlink(missing_ok=True)
+            continue
+        if isinstance(content, dict):
+            return content
+    return None
 
 
 def apply_sandbox_env(endpoints: SandboxEndpoints | None = None) -> bool:
@@ -170,35 +204,41 @@ class Sandbox:
         self._publish_endpoints()
         return self
 
+    @property
+    def _running(self) -> Path:
+        """One endpoints file per running sandbox of this home, so a stop can hand the home's file back."""
+        return self.dir / "running"
+
     def _publish_endpoints(self) -> None:
-        """Write the endpoints file whole under a temporary name, then rename it over the old one: a reader (or
-        another sandbox's stop) sees the previous file or this one, never a half-written one."""
+        """This sandbox's endpoints become the home's (and are listed among the running sandboxes')."""
         assert self.endpoints is not None
+        published = {**dataclasses.asdict(self.endpoints), _OWNER_KEY: self._owner}
         with _endpoints_lock(self.endpoints_file):
-            # Sandbox credentials only, but still a credential: readable by this user alone (mkstemp's 0o600).
-            fd, temporary = tempfile.mkstemp(dir=self.dir, prefix=".endpoints-", suffix=".json")
-            try:
-                with os.fdopen(fd, "w") as handle:
-                    json.dump({**dataclasses.asdict(self.endpoints), _OWNER_KEY: self._owner}, handle, indent=2)
-                os.replace(temporary, self.endpoints_file)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
+            self._running.mkdir(exist_ok=True)
+            _write_whole(self._running / f"{self._owner}.json", published)
+            _write_whole(self.endpoints_file, published)
 
     def _withdraw_endpoints(self) -> None:
-        """Remove the endpoints file only while it is the one this sandbox wrote: a sandbox started later in the
-        same home has replaced it and may still be running. A file that cannot be read as an endpoints object
-        (corrupt, or an older version's sandbox half-way through writing it in place) is left alone, not being
-        provably ours, and does not fail the stop."""
-        if not self.endpoints_file.exists():  # nothing to withdraw (and its folder may be gone: no lock to take)
+        """Take this sandbox off the running list and, while the home's endpoints file is the one it wrote, hand it
+        to the most recently started sandbox still running here (a ``sandbox`` a ``demo`` was started beside), or
+        remove it. A file this sandbox did not write is left: a later one replaced it and may still be running, or it
+        cannot be read as an endpoints object (corrupt, or an older version's sandbox half-way through writing it in
+        place), not being provably ours. Neither fails the stop."""
+        if not self.dir.exists():  # nothing to withdraw, and no folder for the lock
             return
         with _endpoints_lock(self.endpoints_file):
+            (self._running / f"{self._owner}.json").unlink(missing_ok=True)
             try:
                 published = json.loads(self.endpoints_file.read_text())
             except (OSError, ValueError):
                 return
-            if isinstance(published, dict) and published.get(_OWNER_KEY) == self._owner:
+            if not (isinstance(published, dict) and published.get(_OWNER_KEY) == self._owner):
+                return
+            successor = _latest_running(self._running)
+            if successor is None:
                 self.endpoints_file.unlink(missing_ok=True)  # a sandbox of an older version takes no lock
+            else:
+                _write_whole(self.endpoints_file, successor)
 
     def stop(self) -> None:
         """Stop both servers and withdraw the endpoints; each step runs even if one before it is interrupted (a

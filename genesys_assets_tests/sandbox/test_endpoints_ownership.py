@@ -9,6 +9,8 @@ exit, Ctrl-C and SIGTERM take.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -113,3 +115,31 @@ def test_a_stop_withdraws_only_once_no_other_sandbox_holds_the_endpoints_lock(st
         assert stopping.is_alive() and sandbox.endpoints_file.is_file()  # the stop waits for it
     stopping.join(timeout=10)
     assert not stopping.is_alive() and not sandbox.endpoints_file.exists()
+
+
+def test_when_the_newer_sandbox_stops_first_the_home_gets_the_older_ones_endpoints_back(
+        start: Callable[[], Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``demo`` run beside a long-running ``sandbox``: once it ends, the user's Dagster finds the sandbox again."""
+    monkeypatch.setenv("GENESYS_HOME", str(tmp_path))
+    older, newer = start(), start()
+    assert SandboxEndpoints.load() == newer.endpoints
+    newer.stop()
+    assert SandboxEndpoints.load() == older.endpoints
+    assert oct(older.endpoints_file.stat().st_mode & 0o777) == "0o600"
+    older.stop()
+    assert SandboxEndpoints.load() is None and not list((tmp_path / "sandbox" / "running").iterdir())
+
+
+def test_a_killed_sandboxs_endpoints_are_never_handed_back(
+        start: Callable[[], Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sandbox killed (SIGKILL) never withdrew its entry: a stop passes over it, to the one still running."""
+    monkeypatch.setenv("GENESYS_HOME", str(tmp_path))
+    running = start()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    killed = running._running / f"{gone.pid}-0123456789abcdef.json"
+    killed.write_text(json.dumps({"genesys_api_base_url": "http://127.0.0.1:9", "owner": killed.stem}))
+    newer = start()
+    newer.stop()
+    assert SandboxEndpoints.load() == running.endpoints
+    assert not killed.exists()
