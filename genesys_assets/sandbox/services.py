@@ -13,19 +13,18 @@ sets, filled with the sandbox's values.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from genesys_assets import settings
+from genesys_assets.lib.day_lock import file_lock
 from genesys_assets.sandbox.directory import DEFAULT_SEED
 from genesys_assets.sandbox.genesys_emulator import FaultConfig, GenesysEmulator
 from genesys_assets.sandbox.pureconnect_site import build_site
@@ -83,16 +82,24 @@ class SandboxEndpoints:
         return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in fields})
 
 
-@contextmanager
-def _endpoints_lock(endpoints_file: Path) -> Iterator[None]:
+ENDPOINTS_LOCK_TIMEOUT = 30.0  # seconds; a publish or a withdraw holds the lock for a few file operations
+
+
+class EndpointsLockTimeout(RuntimeError):
+    """Another sandbox of this home held the endpoints file's lock for longer than any publish or withdraw takes."""
+
+
+def _endpoints_lock(endpoints_file: Path) -> AbstractContextManager[None]:
     """Held by a sandbox while it writes or withdraws the home's endpoints file, so another sandbox's write
-    cannot land between a withdraw's check and its unlink; the OS drops it when its holder dies."""
-    fd = os.open(endpoints_file.with_name(endpoints_file.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    cannot land between a withdraw's check and its unlink."""
+    lock = endpoints_file.with_name(endpoints_file.name + ".lock")
+
+    def timed_out() -> EndpointsLockTimeout:
+        return EndpointsLockTimeout(
+            f"another sandbox has held {lock} for over {ENDPOINTS_LOCK_TIMEOUT:g}s; stop the other sandboxes using "
+            f"{endpoints_file.parent.parent} (GENESYS_HOME) and start again")
+
+    return file_lock(lock, ENDPOINTS_LOCK_TIMEOUT, timed_out)
 
 
 def _write_whole(path: Path, content: dict[str, Any]) -> None:

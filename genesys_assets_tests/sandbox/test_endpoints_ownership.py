@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from genesys_assets.sandbox import services
 from genesys_assets.sandbox.services import Sandbox, SandboxEndpoints, _endpoints_lock
 
 DAY = date(2026, 11, 2)
@@ -143,3 +144,16 @@ def test_a_killed_sandboxs_endpoints_are_never_handed_back(
     newer.stop()
     assert SandboxEndpoints.load() == running.endpoints
     assert not killed.exists()
+
+
+def test_a_stop_that_cannot_get_the_endpoints_lock_says_so_and_still_stops_the_servers(
+        start: Callable[[], Sandbox], monkeypatch: pytest.MonkeyPatch) -> None:
+    sandbox = start()
+    api = sandbox.emulator.base_url
+    monkeypatch.setattr(services, "ENDPOINTS_LOCK_TIMEOUT", 0.2)
+    with _endpoints_lock(sandbox.endpoints_file), \
+            pytest.raises(services.EndpointsLockTimeout, match=r"another sandbox has held .*endpoints\.json\.lock "
+                                                               r"for over 0\.2s; stop the other sandboxes"):
+        sandbox.stop()
+    _assert_refused(api)
+    assert sandbox.endpoints_file.is_file()  # not withdrawn: its owner can still do it (the fixture's stop)
