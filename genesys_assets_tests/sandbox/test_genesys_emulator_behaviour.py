@@ -73,8 +73,22 @@ def test_job_requires_interval(api: Api) -> None:
     assert r.status_code == 400 and "interval" in r.json()["message"]
 
 
+def _day_crossing_both_midnights(emulator: GenesysEmulator, latest: date) -> date:
+    """The latest day up to ``latest`` with conversations crossing into it and out of it. The generated days are
+    random (a small day has ~2.5 crossers each way), so a fixed offset from today had none on some dates."""
+    for back in range(30):
+        day = latest - timedelta(days=back)
+        start, end = _day_ms(day)
+        if (any(parse_ms(c["conversationEnd"]) >= end for c in emulator.conversations_for_day(day))
+                and any(parse_ms(c["conversationEnd"]) > start
+                        for c in emulator.conversations_for_day(day - timedelta(days=1)))):
+            return day
+    raise AssertionError("the data must contain conversations crossing midnight")
+
+
 def test_async_covers_activity_during_sync_covers_started_on(emulator: GenesysEmulator, api: Api,
                                                              past_day: date) -> None:
+    past_day = _day_crossing_both_midnights(emulator, past_day)
     start, end = _day_ms(past_day)
     today = emulator.conversations_for_day(past_day)
     yesterday = emulator.conversations_for_day(past_day - timedelta(days=1))
