@@ -72,7 +72,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import random
 import shutil
 import sqlite3
@@ -84,6 +83,7 @@ from pathlib import Path
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from genesys_assets.lib.files import atomic_write
 from genesys_assets.sandbox import recordings as rec
 from genesys_assets.sandbox.directory import DEFAULT_SEED, Directory, build_directory, stable_id
 
@@ -933,10 +933,7 @@ def _fingerprint(seed: int, n: int, traps: TrapRates, timezone: str) -> str:
 
 
 def _write_json(path: Path, payload: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(payload, indent=1, sort_keys=True).encode())
 
 
 def _placeholders(n: int) -> str:
@@ -1091,8 +1088,6 @@ def write_mapping_csvs(site: PureConnectSite) -> dict[str, Path]:
         data = buf.getvalue().encode("utf-8")
         path = site.mappings_dir / f"{name}.csv"
         if not path.exists() or path.read_bytes() != data:
-            tmp = path.with_suffix(".csv.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            atomic_write(path, data)
         out[name] = path
     return out

@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import array
 import math
-import os
 import random
 import struct
-import tempfile
 import wave
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,6 +36,8 @@ from pathlib import Path, PureWindowsPath
 from urllib.parse import unquote, urlparse
 
 import av
+
+from genesys_assets.lib.files import atomic_write
 
 SAMPLE_RATE = 8000
 SASF_MAGIC = b"SASF"
@@ -136,22 +136,6 @@ def synth_pcm(key: str, duration_ms: int) -> bytes:
     return b"".join(bank[rng.randrange(_BANK_SIZE)] for _ in range(segments))
 
 
-def _atomic_write(path: Path, data: bytes | None = None, writer=None) -> None:
-    """Write via a temporary file in the same folder, then rename: a crash never leaves half a recording."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    os.close(fd)
-    try:
-        if writer is not None:
-            writer(tmp)
-        else:
-            Path(tmp).write_bytes(data or b"")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _pcm_wav_bytes(pcm: bytes) -> bytes:
     import io
 
@@ -225,29 +209,29 @@ def write_recording(path: Path, kind: RecordingKind, key: str, duration_ms: int,
     pcm = synth_pcm(key, duration_ms)
     content_type = "audio/wav"
     if kind is RecordingKind.PCM16:
-        _atomic_write(path, _pcm_wav_bytes(pcm))
+        atomic_write(path, _pcm_wav_bytes(pcm))
     elif kind is RecordingKind.MULAW:
-        _atomic_write(path, writer=lambda tmp: _encode_pyav(tmp, "wav", "pcm_mulaw", pcm))
+        atomic_write(path, writer=lambda tmp: _encode_pyav(tmp, "wav", "pcm_mulaw", pcm))
     elif kind is RecordingKind.ALAW:
-        _atomic_write(path, writer=lambda tmp: _encode_pyav(tmp, "wav", "pcm_alaw", pcm))
+        atomic_write(path, writer=lambda tmp: _encode_pyav(tmp, "wav", "pcm_alaw", pcm))
     elif kind is RecordingKind.G726:
-        _atomic_write(path, writer=lambda tmp: _encode_pyav(tmp, "wav", "g726", pcm, 32000))
+        atomic_write(path, writer=lambda tmp: _encode_pyav(tmp, "wav", "g726", pcm, 32000))
     elif kind is RecordingKind.AMR_NB:
         content_type = "audio/amr"
-        _atomic_write(path, writer=lambda tmp: _encode_pyav(tmp, "amr", "libopencore_amrnb", pcm, 12200))
+        atomic_write(path, writer=lambda tmp: _encode_pyav(tmp, "amr", "libopencore_amrnb", pcm, 12200))
     elif kind is RecordingKind.GSM610:
-        _atomic_write(path, gsm610_wav_bytes(key, duration_ms))
+        atomic_write(path, gsm610_wav_bytes(key, duration_ms))
     elif kind is RecordingKind.SASF:
         content_type = "application/octet-stream"
-        _atomic_write(path, sasf_placeholder_bytes(key, duration_ms, key_id))
+        atomic_write(path, sasf_placeholder_bytes(key, duration_ms, key_id))
         return WrittenRecording(kind, path.stat().st_size, duration_ms, content_type)
     elif kind in (RecordingKind.ZERO_BYTE, RecordingKind.TRUNCATED, RecordingKind.MISSING):
         full = _pcm_wav_bytes(pcm)
         if kind is RecordingKind.ZERO_BYTE:
-            _atomic_write(path, b"")
+            atomic_write(path, b"")
         elif kind is RecordingKind.TRUNCATED:
             # The header still claims the full data chunk; only ~40 % of the samples are present.
-            _atomic_write(path, full[: 44 + (len(full) - 44) * 2 // 5])
+            atomic_write(path, full[: 44 + (len(full) - 44) * 2 // 5])
         else:
             path.unlink(missing_ok=True)
         return WrittenRecording(kind, len(full), duration_ms, content_type)
@@ -262,7 +246,7 @@ def write_recording(path: Path, kind: RecordingKind, key: str, duration_ms: int,
 def write_text(path: Path, text: str) -> int:
     """Chat transcripts (.xml) and emails (.txt) as IR exports them; returns the size on disk."""
     data = text.encode("utf-8")
-    _atomic_write(path, data)
+    atomic_write(path, data)
     return len(data)
 
 

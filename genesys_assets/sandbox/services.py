@@ -16,7 +16,6 @@ import dataclasses
 import json
 import os
 import secrets
-import tempfile
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date
@@ -25,6 +24,7 @@ from typing import Any
 
 from genesys_assets import settings
 from genesys_assets.lib.day_lock import file_lock
+from genesys_assets.lib.files import atomic_write
 from genesys_assets.sandbox.directory import DEFAULT_SEED
 from genesys_assets.sandbox.genesys_emulator import FaultConfig, GenesysEmulator
 from genesys_assets.sandbox.pureconnect_site import build_site
@@ -102,18 +102,10 @@ def _endpoints_lock(endpoints_file: Path) -> AbstractContextManager[None]:
     return file_lock(lock, ENDPOINTS_LOCK_TIMEOUT, timed_out)
 
 
-def _write_whole(path: Path, content: dict[str, Any]) -> None:
-    """Write under a temporary name, then rename over ``path``: a reader (or another sandbox's stop) sees the old
-    file or the new one, never half of one. Readable by this user alone (mkstemp's 0o600): sandbox credentials
-    only, but still credentials."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(content, handle, indent=2)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def _json(content: dict[str, Any]) -> bytes:
+    """An endpoints file's bytes (written with ``atomic_write``: whole, and this user's alone, as sandbox
+    credentials still are credentials)."""
+    return json.dumps(content, indent=2).encode()
 
 
 def _latest_running(running: Path) -> dict[str, Any] | None:
@@ -222,8 +214,8 @@ class Sandbox:
         published = {**dataclasses.asdict(self.endpoints), _OWNER_KEY: self._owner}
         with _endpoints_lock(self.endpoints_file):
             self._running.mkdir(exist_ok=True)
-            _write_whole(self._running / f"{self._owner}.json", published)
-            _write_whole(self.endpoints_file, published)
+            atomic_write(self._running / f"{self._owner}.json", _json(published))
+            atomic_write(self.endpoints_file, _json(published))
 
     def _withdraw_endpoints(self) -> None:
         """Take this sandbox off the running list and, while the home's endpoints file is the one it wrote, hand it
@@ -245,7 +237,7 @@ class Sandbox:
             if successor is None:
                 self.endpoints_file.unlink(missing_ok=True)  # a sandbox of an older version takes no lock
             else:
-                _write_whole(self.endpoints_file, successor)
+                atomic_write(self.endpoints_file, _json(successor))
 
     def stop(self) -> None:
         """Stop both servers and withdraw the endpoints; each step runs even if one before it is interrupted (a

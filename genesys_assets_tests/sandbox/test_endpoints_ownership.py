@@ -57,7 +57,7 @@ def test_stopping_the_older_sandbox_leaves_the_newer_ones_endpoints(
     monkeypatch.setenv("GENESYS_HOME", str(tmp_path))
     assert SandboxEndpoints.load() == newer.endpoints  # as the assets' resources read it
     assert oct(newer.endpoints_file.stat().st_mode & 0o777) == "0o600"  # sandbox credentials: this user's alone
-    assert not list(newer.dir.glob(".endpoints-*"))  # no temporary file left behind
+    assert not list(newer.dir.glob(".tmp-*")) and not list(newer.dir.glob("running/.tmp-*"))  # no temporary file left
 
 
 def test_the_newer_sandbox_still_withdraws_its_own_endpoints_after_the_older_one_stopped(
