@@ -119,12 +119,36 @@ def cmd_dev(args: argparse.Namespace) -> int:
         command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
                    "-h", args.host, "-p", str(args.port)]
         print(f"{'Live' if live else 'Sandbox'} mode; Dagster UI on http://{args.host}:{args.port}", flush=True)
-        # Ctrl-C reaches Dagster too; this process waits for it to shut down, then stops the sandbox.
-        previous = signal.signal(signal.SIGINT, lambda *_: None)
-        try:
-            return subprocess.call(command, env=env, cwd=settings.dagster_home())
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        return _serve_dagster(command, env)
+
+
+def _serve_dagster(command: list[str], env: dict[str, str]) -> int:
+    """Run ``dagster dev`` until it exits. Ctrl-C in a terminal reaches it too; a SIGTERM (a service manager,
+    ``docker stop``) reaches only us and is handed on. Either way we wait for Dagster's services to shut down
+    before the sandbox stops: killing it instead would leave its webserver and daemon running, orphaned."""
+    started: list[subprocess.Popen] = []
+    terminated = threading.Event()
+
+    def hand_on(*_: object) -> None:
+        terminated.set()
+        for dagster in started:
+            dagster.send_signal(signal.SIGTERM)
+
+    previous_int = signal.signal(signal.SIGINT, lambda *_: None)
+    previous_term = signal.signal(signal.SIGTERM, hand_on)
+    try:
+        dagster = subprocess.Popen(command, env=env, cwd=settings.dagster_home())
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # so Dagster gets exactly one SIGTERM from us
+        started.append(dagster)
+        landed_while_starting = terminated.is_set()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        if landed_while_starting:
+            dagster.send_signal(signal.SIGTERM)
+        code = dagster.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
+    return 128 + signal.SIGTERM if terminated.is_set() else code
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

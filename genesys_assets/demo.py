@@ -7,9 +7,12 @@ code is 1 when any run or asset check failed, so the demo doubles as a smoke tes
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from types import TracebackType
 from typing import TextIO
 
 import dagster as dg
@@ -76,8 +79,50 @@ def _print_summary(outcomes: list[StepOutcome], out: TextIO) -> None:
 _RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-def materialize_all(defs: dg.Definitions, days: list[date], instance: dg.DagsterInstance) -> list[StepOutcome]:
-    """Unpartitioned assets once, then every daily asset for each day, in dependency order."""
+class StopSignals:
+    """Stops the demo after the Dagster run a SIGTERM or Ctrl-C landed in, instead of going on to the next day.
+
+    While a run is in process Dagster puts its own handler on both signals, which only records them (or fails the
+    step it interrupts), and afterwards leaves SIGINT's handler on SIGTERM too. The wakeup fd sees every signal
+    whichever Python handler took it, so ``check`` after each run knows what arrived."""
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+
+    def __enter__(self) -> StopSignals:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self._previous_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        self._sigterm_handler = signal.getsignal(signal.SIGTERM)
+        return self
+
+    def check(self, after: str) -> None:
+        """Raise SystemExit(128 + signal) if SIGTERM or SIGINT arrived; put back our SIGTERM handler."""
+        signal.signal(signal.SIGTERM, self._sigterm_handler)
+        while True:
+            try:
+                data = os.read(self._read, 64)
+            except BlockingIOError:
+                break
+            self._seen.update(data)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            if signum in self._seen:
+                print(f"genesys-assets demo: {signal.Signals(signum).name} received; stopping after {after}.",
+                      file=sys.stderr, flush=True)
+                raise SystemExit(128 + signum)
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        signal.set_wakeup_fd(self._previous_fd)
+        os.close(self._read)
+        os.close(self._write)
+
+
+def materialize_all(defs: dg.Definitions, days: list[date], instance: dg.DagsterInstance,
+                    after_each_run: Callable[[str], None] = lambda _: None) -> list[StepOutcome]:
+    """Unpartitioned assets once, then every daily asset for each day, in dependency order; ``after_each_run`` is
+    called with the run's name when it ends."""
     assets = [a for a in (defs.assets or []) if isinstance(a, dg.AssetsDefinition)]
     checks = list(defs.asset_checks or [])
     resources = dict(defs.resources or {})
@@ -89,6 +134,7 @@ def materialize_all(defs: dg.Definitions, days: list[date], instance: dg.Dagster
             [*assets, *checks], instance=instance, resources=resources, raise_on_error=False, run_config=_RUN_CONFIG,
             selection=dg.AssetSelection.assets(*unpartitioned),
         )
+        after_each_run("the run of the unpartitioned assets")
         outcomes += _outcomes(result, "-") or [StepOutcome("-", "(run)", result.success)]
     for day in days:
         if not partitioned:
@@ -98,6 +144,7 @@ def materialize_all(defs: dg.Definitions, days: list[date], instance: dg.Dagster
             [*assets, *checks], instance=instance, resources=resources, raise_on_error=False, run_config=_RUN_CONFIG,
             partition_key=partition, selection=dg.AssetSelection.assets(*partitioned),
         )
+        after_each_run(f"the run for {partition}")
         outcomes += _outcomes(result, partition) or [StepOutcome(partition, "(run)", result.success)]
     return outcomes
 
@@ -116,8 +163,12 @@ def run_demo(days: list[date], sandbox: Sandbox, out: TextIO = sys.stdout) -> in
         if not defs.assets:
             print("No assets are defined yet: the sandbox started and stopped cleanly.", file=out)
             return 0
-        with dg.DagsterInstance.get() as instance:
-            outcomes = materialize_all(defs, days, instance)
+        with dg.DagsterInstance.get() as instance, StopSignals() as signals:
+            try:
+                outcomes = materialize_all(defs, days, instance, after_each_run=signals.check)
+            except KeyboardInterrupt:  # SIGINT's handler, which Dagster also leaves on SIGTERM between runs
+                signals.check("the current run")
+                raise
     _print_summary(outcomes, out)
     failed = [o for o in outcomes if not o.ok or o.checks_failed]
     print(f"\n{len(outcomes) - len(failed)} of {len(outcomes)} asset runs succeeded with all checks passing; "

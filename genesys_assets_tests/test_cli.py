@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -252,7 +253,23 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_dev_serves_the_ui_with_the_assets_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+def _processes_in_session(sid: int) -> list[str]:
+    """The live (not zombie) processes of session ``sid``: what a stop would leave running."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended while we looked
+        if int(fields[3]) == sid and fields[0] != "Z":
+            alive.append(stat.parent.name)
+    return alive
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_dev_serves_the_ui_with_the_assets_and_stops_cleanly(tmp_path: Path, stop: str) -> None:
+    """Ctrl-C in a terminal reaches the whole process group; a service manager's or ``docker stop``'s SIGTERM
+    reaches our process only, which hands it on to Dagster and waits for its services to shut down."""
     home, port = tmp_path / "home", _free_port()
     process = subprocess.Popen(_command("dev", "--port", str(port), "--start", "2026-11-02", "--end", "2026-11-02",
                                         *SMALL), env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -274,21 +291,62 @@ def test_dev_serves_the_ui_with_the_assets_and_stops_on_ctrl_c(tmp_path: Path) -
         assert {"path": ["wrapup_codes"]} in [n["assetKey"] for n in nodes]
         assert (home / "sandbox" / "endpoints.json").is_file()
     finally:
-        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        output, _ = process.communicate(timeout=120)
-    assert process.returncode in (0, 130), output
+        if stop == "ctrl-c":
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGTERM)
+        try:
+            output, _ = process.communicate(timeout=120)
+        finally:
+            leftover = _processes_in_session(process.pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode in ((0, 130) if stop == "ctrl-c" else (128 + signal.SIGTERM,)), output
     # Ctrl-C reaches the whole process group: a run the sensors launched meanwhile may print the interrupt's
     # traceback from inside Dagster. None may come from our code.
     assert not re.search(r'File "[^"]*/genesys_assets/', output), output
     assert "Dagster services shut down" in output, output
+    assert not leftover, f"still running after the stop: {leftover}"
     assert not (home / "sandbox" / "endpoints.json").exists()
+
+
+# Stands in for `dagster dev`: counts the SIGTERMs it gets until it has slept a while, exits with the count.
+_COUNTS_SIGTERMS = """
+import signal, sys, time
+received = []
+signal.signal(signal.SIGTERM, lambda *_: received.append(1))
+print("up", flush=True)
+time.sleep(1.5)
+sys.exit(len(received))
+"""
+
+
+def test_a_sigterm_while_dagster_starts_is_handed_on_exactly_once(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from genesys_assets import cli
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    children: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    def starts_then_sigterm(command: list[str], **kwargs: object) -> subprocess.Popen:
+        child = real_popen(command, stdout=subprocess.PIPE, text=True, **kwargs)
+        assert child.stdout is not None and child.stdout.readline() == "up\n"  # its handler is in place
+        children.append(child)
+        signal.raise_signal(signal.SIGTERM)  # before _serve_dagster has the child in hand
+        return child
+
+    monkeypatch.setattr(cli.subprocess, "Popen", starts_then_sigterm)
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    assert cli._serve_dagster([sys.executable, "-c", _COUNTS_SIGTERMS], dict(os.environ)) == 128 + signal.SIGTERM
+    assert children[0].returncode == 1
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
 
 
 def test_sigterm_during_the_demo_stops_its_sandbox_and_withdraws_its_endpoints(tmp_path: Path) -> None:
     """A service manager's stop of a command that started a sandbox: the sandbox stops and its endpoints file goes
-    (a stale one would send doctor and the assets to servers that are gone). Known gap: a SIGTERM landing during
-    one of the demo's Dagster runs is taken by Dagster's own handler and can be lost; this test signals as soon as
-    the endpoints appear, before the first run."""
+    (a stale one would send doctor and the assets to servers that are gone). Signalled as soon as the endpoints
+    appear; the test below signals at set points during and between the demo's Dagster runs."""
     home = tmp_path / "home"
     endpoints = home / "sandbox" / "endpoints.json"
     demo = subprocess.Popen(_command("demo", "--start", "2026-11-02", "--end", "2026-11-02", *SMALL), env=_env(home),
@@ -303,3 +361,66 @@ def test_sigterm_during_the_demo_stops_its_sandbox_and_withdraws_its_endpoints(t
             demo.wait()
     assert demo.returncode == 128 + signal.SIGTERM, stderr
     assert not endpoints.exists()
+
+
+# The demo, signalled by itself at one set point of its first Dagster run (argv[1] names it, argv[2] the signal).
+_SIGNAL_DURING_THE_DEMO = """
+import os, signal, sys, threading
+import dagster as dg
+from dagster._core.instance import DagsterInstance
+from genesys_assets import cli, demo
+
+point, signum = sys.argv.pop(1), getattr(signal, sys.argv.pop(1))
+fired = threading.Event()
+
+def fire(here):
+    if here == point and not fired.is_set():
+        fired.set()
+        os.kill(os.getpid(), signum)
+
+handle_new_event = DagsterInstance.handle_new_event
+
+def seen(self, event, *args, **kwargs):
+    result = handle_new_event(self, event, *args, **kwargs)
+    if event.dagster_event is not None:
+        fire(event.dagster_event.event_type.name)  # STEP_START, RUN_SUCCESS: Dagster's handler holds the signal
+    return result
+
+DagsterInstance.handle_new_event = seen
+outcomes = demo._outcomes
+
+def between_runs(*args):
+    fire("between runs")  # Dagster has put back its own idea of the handlers
+    return outcomes(*args)
+
+demo._outcomes = between_runs
+import requests
+request = requests.Session.request
+
+def in_a_step(self, *args, **kwargs):
+    if threading.current_thread() is threading.main_thread():
+        fire("in a step")  # an asset's own code calling the API
+    return request(self, *args, **kwargs)
+
+requests.Session.request = in_a_step
+cli.main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("point", ["STEP_START", "in a step", "RUN_SUCCESS", "between runs"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_a_demo_run_stops_the_demo(tmp_path: Path, point: str, signum: signal.Signals,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dagster puts its own handler on SIGINT and SIGTERM while a run is in process and only records the signal
+    there; the demo still stops after that run instead of going on to the next, exits 128 + the signal, and
+    withdraws its endpoints."""
+    home = tmp_path / "home"
+    done = subprocess.run([sys.executable, "-c", _SIGNAL_DURING_THE_DEMO, point, signum.name, "demo", "--start",
+                           "2026-11-02", "--end", "2026-11-02", *SMALL],
+                          env=_env(home), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 128 + signum, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert not (home / "sandbox" / "endpoints.json").exists()
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        assert len(instance.get_runs()) == 1  # the run it was in (or had just finished), no later one
