@@ -108,14 +108,26 @@ def _json(content: dict[str, Any]) -> bytes:
     return json.dumps(content, indent=2).encode()
 
 
+def _process_started(pid: int) -> str:
+    """When process ``pid`` started (clock ticks after boot, from /proc), which tells a sandbox from a later process
+    that was given its pid; "" where there is no /proc (macOS), where the pid alone is checked. OSError if the
+    process is gone."""
+    if not Path("/proc/self/stat").exists():
+        return ""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+
+
 def _latest_running(running: Path) -> dict[str, Any] | None:
     """The endpoints of the most recently started sandbox still running in this home, if any. The entries of
-    sandboxes whose process is gone (killed, so never withdrawn) are removed, not handed on."""
+    sandboxes whose process is gone (killed, so never withdrawn) are removed, not handed on, also when another
+    process has been given its pid since."""
     entries = sorted(running.glob("*.json"), key=lambda entry: entry.stat().st_mtime_ns, reverse=True)
     for entry in entries:
         try:
-            pid = int(entry.stem.split("-", 1)[0])
-            os.kill(pid, 0)  # signal 0: only asks whether the process exists
+            pid, started, _ = entry.stem.split("-", 2)
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+            if _process_started(int(pid)) != started:
+                raise ProcessLookupError(f"pid {pid} is another process now")
             content = json.loads(entry.read_text())
         except (ValueError, OSError):  # not a sandbox's entry, or its process is gone (or another user's since)
             entry.unlink(missing_ok=True)
@@ -162,8 +174,9 @@ class Sandbox:
         self.s3 = SandboxS3()
         self._interactions_per_day = interactions_per_day
         self.endpoints: SandboxEndpoints | None = None
-        # Unique to this sandbox, also among sandboxes of one process; the pid tells a person which process.
-        self._owner = f"{os.getpid()}-{secrets.token_hex(8)}"
+        # Unique to this sandbox, also among sandboxes of one process; the pid tells a person which process, and
+        # with its start time whether that process still runs.
+        self._owner = f"{os.getpid()}-{_process_started(os.getpid())}-{secrets.token_hex(8)}"
 
     @property
     def endpoints_file(self) -> Path:

@@ -9,6 +9,7 @@ exit, Ctrl-C and SIGTERM take.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -131,14 +132,26 @@ def test_when_the_newer_sandbox_stops_first_the_home_gets_the_older_ones_endpoin
     assert SandboxEndpoints.load() is None and not list((tmp_path / "sandbox" / "running").iterdir())
 
 
+def _process_started(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process start times come from /proc")
+@pytest.mark.parametrize("since", ["gone", "pid given to another process"])
 def test_a_killed_sandboxs_endpoints_are_never_handed_back(
-        start: Callable[[], Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A sandbox killed (SIGKILL) never withdrew its entry: a stop passes over it, to the one still running."""
+        start: Callable[[], Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, since: str) -> None:
+    """A sandbox killed (SIGKILL) never withdrew its entry: a stop passes over it, to the one still running; also
+    when its pid now belongs to a live process (here: this one) that started at another time."""
     monkeypatch.setenv("GENESYS_HOME", str(tmp_path))
     running = start()
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    killed = running._running / f"{gone.pid}-0123456789abcdef.json"
+    started = int(_process_started(os.getpid()))
+    if since == "gone":
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        pid = gone.pid
+    else:
+        pid, started = os.getpid(), started - 1
+    killed = running._running / f"{pid}-{started}-0123456789abcdef.json"
     killed.write_text(json.dumps({"genesys_api_base_url": "http://127.0.0.1:9", "owner": killed.stem}))
     newer = start()
     newer.stop()
