@@ -5,7 +5,8 @@ One request carries the day for both readers of the details API: ``conversation_
 Follows the details-job availability watermark (``dataAvailabilityDate``). The cursor is the last day requested;
 each tick requests the days that became complete since, oldest first (run_key = the day, so a day is never
 requested twice even if the cursor were lost), and is quiet when the watermark has not passed a new midnight. A failed
-run is retried by Dagster's run retries (``DAY_RUN_RETRIES``), not requested again by the sensor. Each run
+run is retried by Dagster's run retries (``DAY_RUN_RETRIES``), not requested again by the sensor, unless a step
+was refused (``is_refusal``): a retry would be refused the same way. Each run
 carries the watermark seen (tag ``genesys/data_availability_date``), so the run need not ask for it again.
 Downstream assets (wrap-up facts, views) follow each day by declarative automation.
 
@@ -21,7 +22,12 @@ from genesys_assets.defs.analytics import assets as analytics_assets
 from genesys_assets.defs.availability import WATERMARK_TAG
 from genesys_assets.defs.messaging import assets as messaging_assets
 from genesys_assets.lib.analytics_plan import days_to_request, iso, last_complete_day
-from genesys_assets.resources.genesys_cloud import GenesysCloudResource
+from genesys_assets.resources.genesys_cloud import (
+    GenesysAuthError,
+    GenesysCloudResource,
+    GenesysConfigError,
+    GenesysPermissionError,
+)
 
 START_DATE_ENV = "GENESYS_ANALYTICS_START_DATE"
 DEFAULT_LOOKBACK_DAYS = 7
@@ -42,14 +48,38 @@ def configured_start(watermark_day: date) -> date:
 #: Run retries of a failed day (dagster.yaml enables them; each retry re-runs only the failed steps). The sensor
 #: requests a day once, so without them one transient failure would leave the day to a manual backfill.
 DAY_RUN_RETRIES = 2
+#: Dagster's run tag that stops run retries of a run failed by a step (read when the run fails).
+RETRY_ON_STEP_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
+#: What a retry would meet again: refused credentials, a missing permission, a wrong setting.
+_REFUSED_BY_GENESYS = (GenesysAuthError, GenesysPermissionError, GenesysConfigError)
+
+
+def is_refusal(error: BaseException | None) -> bool:
+    """A step failure no retry can mend: a policy refusal or an unavailable day (our ``Failure`` with retries off),
+    or Genesys refusing the client. Everything else (5xx, timeouts, a failed job) may pass on a retry."""
+    return isinstance(error, _REFUSED_BY_GENESYS) or (isinstance(error, dg.Failure) and error.allow_retries is False)
+
+
+@dg.failure_hook(name="day_run_not_retried_when_refused")
+def day_run_not_retried_when_refused(context: dg.HookContext) -> None:
+    """A refused step turns the day run's retries off: each retry would fail the same way (after re-running the
+    other failed steps too) and only bury the reason under more failed runs. A person fixes the cause and
+    re-executes the run from its failure."""
+    if is_refusal(context.op_exception):
+        context.instance.add_run_tags(context.run_id, {RETRY_ON_STEP_FAILURE_TAG: "false"})
+        context.log.warning("%s was refused (%s): this run will not be retried; fix the cause, then re-execute it "
+                            "from its failure.", context.step_key, context.op_exception)
+
 
 details_api_day_job = dg.define_asset_job(
     "details_api_day_job",
     selection=[analytics_assets.conversation_details, messaging_assets.webchat_archive],
     description="One day of both readers of the analytics details API, conversation_details and webchat_archive, "
     f"with their checks: what analytics_availability_sensor requests once the day is complete. A failed run is "
-    f"retried up to {DAY_RUN_RETRIES} times from its failed steps.",
+    f"retried up to {DAY_RUN_RETRIES} times from its failed steps, unless a step was refused (a policy, an "
+    "unavailable day, the client's credentials or permissions).",
     tags={"dagster/max_retries": str(DAY_RUN_RETRIES)},
+    hooks={day_run_not_retried_when_refused},
 )
 
 
