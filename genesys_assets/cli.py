@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from contextlib import nullcontext, suppress
 from datetime import date, timedelta
@@ -122,39 +123,57 @@ def cmd_dev(args: argparse.Namespace) -> int:
         return _serve_dagster(command, env)
 
 
+#: How long what is left of Dagster's process group (code servers, runs the daemon launched) gets to end after
+#: ``dagster dev`` exits, before it is killed.
+DAGSTER_GROUP_GRACE_SECONDS = 30.0
+
+
 def _serve_dagster(command: list[str], env: dict[str, str]) -> int:
-    """Run ``dagster dev`` until it exits. Ctrl-C in a terminal reaches it too; a SIGTERM (a service manager,
-    ``docker stop``) reaches only us and is handed on. Either way we wait for Dagster's services to shut down
-    before the sandbox stops: killing it instead would leave its webserver and daemon running, orphaned."""
-    started: list[subprocess.Popen] = []
-    terminated = threading.Event()
+    """Run ``dagster dev`` in a process group of its own until it exits; 128 + 15 if a SIGTERM stopped it.
 
-    def hand_on(*_: object) -> None:
-        terminated.set()
-        for dagster in started:
-            dagster.send_signal(signal.SIGTERM)
-
-    previous_int = signal.signal(signal.SIGINT, lambda *_: None)
-    previous_term = signal.signal(signal.SIGTERM, hand_on)
+    Ctrl-C (which a terminal now sends to us alone) and SIGTERM (a service manager, ``docker stop``) are each handed
+    to the whole group once, as the Ctrl-C Dagster's webserver, daemon, code servers and runs all expect. What is
+    left of the group when ``dagster dev`` has exited is given ``DAGSTER_GROUP_GRACE_SECONDS`` and then killed, so
+    nothing of Dagster's runs on against a sandbox about to stop."""
+    received: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, _: received.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        dagster = subprocess.Popen(command, env=env, cwd=settings.dagster_home())
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # so Dagster gets exactly one SIGTERM from us
-        started.append(dagster)
-        landed_while_starting = terminated.is_set()
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-        if landed_while_starting:
-            dagster.send_signal(signal.SIGTERM)
-        code = dagster.wait()
+        dagster = subprocess.Popen(command, env=env, cwd=settings.dagster_home(), process_group=0)
+        handed_on = 0
+        while True:
+            while handed_on < len(received):
+                with suppress(ProcessLookupError):
+                    os.killpg(dagster.pid, signal.SIGINT)
+                handed_on += 1
+            with suppress(subprocess.TimeoutExpired):
+                code = dagster.wait(timeout=0.1)
+                break
+        _end_group(dagster.pid, DAGSTER_GROUP_GRACE_SECONDS)
     finally:
-        signal.signal(signal.SIGTERM, previous_term)
-        signal.signal(signal.SIGINT, previous_int)
-    return 128 + signal.SIGTERM if terminated.is_set() else code
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 128 + signal.SIGTERM if signal.SIGTERM in received else code
+
+
+def _end_group(group: int, grace_seconds: float) -> None:
+    """Wait up to ``grace_seconds`` for every process of ``group`` to end, then kill what is left."""
+    deadline = time.monotonic() + grace_seconds
+    with suppress(ProcessLookupError):
+        while time.monotonic() < deadline:
+            os.killpg(group, 0)  # signal 0: only asks whether any is left
+            time.sleep(0.1)
+        os.killpg(group, signal.SIGKILL)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from genesys_assets.demo import run_demo
 
-    return run_demo(days_between(args.start, args.end), _sandbox(args))
+    try:
+        return run_demo(days_between(args.start, args.end), _sandbox(args))
+    except KeyboardInterrupt:  # Ctrl-C while the sandbox starts or stops: it has stopped
+        print("genesys-assets demo: interrupted; the sandbox stopped.", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -7,9 +7,10 @@ code is 1 when any run or asset check failed, so the demo doubles as a smoke tes
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from types import TracebackType
@@ -79,63 +80,81 @@ def _print_summary(outcomes: list[StepOutcome], out: TextIO) -> None:
 _RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
+class Stopped(Exception):
+    """A SIGTERM or Ctrl-C arrived: the demo stops after the run it landed in."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+
+
+def _noted(signum: int, frame: object) -> None:
+    """SIGTERM's and SIGINT's handler while the demo runs Dagster: the wakeup fd has noted the signal."""
+
+
 class StopSignals:
-    """Stops the demo after the Dagster run a SIGTERM or Ctrl-C landed in, instead of going on to the next day.
+    """Which of SIGTERM and Ctrl-C arrived while the demo runs Dagster, so it stops after the run it landed in.
 
     While a run is in process Dagster puts its own handler on both signals, which only records them (or fails the
-    step it interrupts), and afterwards leaves SIGINT's handler on SIGTERM too. The wakeup fd sees every signal
-    whichever Python handler took it, so ``check`` after each run knows what arrived."""
+    step it interrupts), then puts SIGINT's handler back on both. So both get ``_noted`` here (which Dagster then
+    restores) and the wakeup fd, which every Python-handled signal reaches whichever handler takes it, tells
+    ``check`` what arrived; no signal raises in the middle of collecting a run's outcomes."""
 
     def __init__(self) -> None:
         self._seen: set[int] = set()
 
     def __enter__(self) -> StopSignals:
+        self._handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
         self._read, self._write = os.pipe()
-        os.set_blocking(self._read, False)
-        os.set_blocking(self._write, False)
-        self._previous_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
-        self._sigterm_handler = signal.getsignal(signal.SIGTERM)
+        try:
+            os.set_blocking(self._read, False)
+            os.set_blocking(self._write, False)
+            self._previous_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        except BaseException:
+            os.close(self._read)
+            os.close(self._write)
+            raise
+        try:
+            for signum in self._handlers:
+                signal.signal(signum, _noted)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
-    def check(self, after: str) -> None:
-        """Raise SystemExit(128 + signal) if SIGTERM or SIGINT arrived; put back our SIGTERM handler."""
-        signal.signal(signal.SIGTERM, self._sigterm_handler)
-        while True:
-            try:
-                data = os.read(self._read, 64)
-            except BlockingIOError:
-                break
-            self._seen.update(data)
+    def check(self) -> None:
+        """Raise ``Stopped`` if SIGTERM or SIGINT arrived."""
+        while select.select([self._read], [], [], 0)[0]:
+            self._seen.update(os.read(self._read, 64))
         for signum in (signal.SIGTERM, signal.SIGINT):
             if signum in self._seen:
-                print(f"genesys-assets demo: {signal.Signals(signum).name} received; stopping after {after}.",
-                      file=sys.stderr, flush=True)
-                raise SystemExit(128 + signum)
+                raise Stopped(signum)
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        signal.set_wakeup_fd(self._previous_fd)
+        for signum, handler in self._handlers.items():
+            if handler is not None:  # None: a handler not set from Python, which cannot be put back from here
+                signal.signal(signum, handler)
+        signal.set_wakeup_fd(self._previous_fd, warn_on_full_buffer=False)
         os.close(self._read)
         os.close(self._write)
 
 
-def materialize_all(defs: dg.Definitions, days: list[date], instance: dg.DagsterInstance,
-                    after_each_run: Callable[[str], None] = lambda _: None) -> list[StepOutcome]:
-    """Unpartitioned assets once, then every daily asset for each day, in dependency order; ``after_each_run`` is
-    called with the run's name when it ends."""
+def materialize_all(defs: dg.Definitions, days: list[date],
+                    instance: dg.DagsterInstance) -> Iterator[list[StepOutcome]]:
+    """Unpartitioned assets once, then every daily asset for each day, in dependency order: each run's outcomes
+    as it ends."""
     assets = [a for a in (defs.assets or []) if isinstance(a, dg.AssetsDefinition)]
     checks = list(defs.asset_checks or [])
     resources = dict(defs.resources or {})
     unpartitioned = [a for a in assets if a.partitions_def is None]
     partitioned = [a for a in assets if a.partitions_def is not None]
-    outcomes: list[StepOutcome] = []
     if unpartitioned:
         result = dg.materialize(
             [*assets, *checks], instance=instance, resources=resources, raise_on_error=False, run_config=_RUN_CONFIG,
             selection=dg.AssetSelection.assets(*unpartitioned),
         )
-        after_each_run("the run of the unpartitioned assets")
-        outcomes += _outcomes(result, "-") or [StepOutcome("-", "(run)", result.success)]
+        yield _outcomes(result, "-") or [StepOutcome("-", "(run)", result.success)]
     for day in days:
         if not partitioned:
             break
@@ -144,18 +163,19 @@ def materialize_all(defs: dg.Definitions, days: list[date], instance: dg.Dagster
             [*assets, *checks], instance=instance, resources=resources, raise_on_error=False, run_config=_RUN_CONFIG,
             partition_key=partition, selection=dg.AssetSelection.assets(*partitioned),
         )
-        after_each_run(f"the run for {partition}")
-        outcomes += _outcomes(result, partition) or [StepOutcome(partition, "(run)", result.success)]
-    return outcomes
+        yield _outcomes(result, partition) or [StepOutcome(partition, "(run)", result.success)]
 
 
 def run_demo(days: list[date], sandbox: Sandbox, out: TextIO = sys.stdout) -> int:
-    """Materialize everything for ``days`` against ``sandbox`` (started here); 1 if anything failed."""
+    """Materialize everything for ``days`` against ``sandbox`` (started here); 1 if anything failed, 128 + the
+    signal if a SIGTERM or Ctrl-C stopped it (after the run it landed in, the sandbox stopped)."""
     from genesys_assets.cli import prepare_dagster_home
     from genesys_assets.definitions import build_definitions
 
     prepare_dagster_home()
     print(f"Starting the sandbox in {sandbox.dir} for {days[0]} .. {days[-1]}", file=out, flush=True)
+    outcomes: list[StepOutcome] = []
+    stopped: Stopped | None = None
     with sandbox:
         assert sandbox.endpoints is not None
         os.environ.update(sandbox.endpoints.to_env(), GENESYS_MODE=settings.SANDBOX)
@@ -163,13 +183,20 @@ def run_demo(days: list[date], sandbox: Sandbox, out: TextIO = sys.stdout) -> in
         if not defs.assets:
             print("No assets are defined yet: the sandbox started and stopped cleanly.", file=out)
             return 0
-        with dg.DagsterInstance.get() as instance, StopSignals() as signals:
-            try:
-                outcomes = materialize_all(defs, days, instance, after_each_run=signals.check)
-            except KeyboardInterrupt:  # SIGINT's handler, which Dagster also leaves on SIGTERM between runs
-                signals.check("the current run")
-                raise
+        runs = 0
+        try:
+            with dg.DagsterInstance.get() as instance, StopSignals() as signals:
+                for run_outcomes in materialize_all(defs, days, instance):  # the next run starts after the check
+                    outcomes += run_outcomes
+                    runs += 1
+                    signals.check()
+        except Stopped as stop:
+            stopped = stop
     _print_summary(outcomes, out)
+    if stopped is not None:
+        print(f"\ngenesys-assets demo: stopped by {stopped} after {runs} run(s), summarised above; the sandbox "
+              "stopped.", file=out, flush=True)
+        return stopped.exit_code
     failed = [o for o in outcomes if not o.ok or o.checks_failed]
     print(f"\n{len(outcomes) - len(failed)} of {len(outcomes)} asset runs succeeded with all checks passing; "
           f"run history in {settings.dagster_home()} (see it with `genesys-assets dev`).", file=out)

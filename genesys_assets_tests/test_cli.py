@@ -266,18 +266,28 @@ def _processes_in_session(sid: int) -> list[str]:
     return alive
 
 
+def _still_running(sid: int, seconds: float) -> list[str]:
+    """The processes of session ``sid`` still running after up to ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while (alive := _processes_in_session(sid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive
+
+
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
 def test_dev_serves_the_ui_with_the_assets_and_stops_cleanly(tmp_path: Path, stop: str) -> None:
     """Ctrl-C in a terminal reaches the whole process group; a service manager's or ``docker stop``'s SIGTERM
     reaches our process only, which hands it on to Dagster and waits for its services to shut down."""
     home, port = tmp_path / "home", _free_port()
+    # Output to a file, not a pipe: a pipe's end would also wait for any process left holding it.
+    log = (tmp_path / "dev.log").open("w+")
     process = subprocess.Popen(_command("dev", "--port", str(port), "--start", "2026-11-02", "--end", "2026-11-02",
-                                        *SMALL), env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        *SMALL), env=_env(home), stdout=log, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
         while True:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert process.poll() is None, log.seek(0) or log.read()
             try:
                 query = json.dumps({"query": "{ assetNodes { assetKey { path } groupName } }"}).encode()
                 request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=query,
@@ -292,15 +302,18 @@ def test_dev_serves_the_ui_with_the_assets_and_stops_cleanly(tmp_path: Path, sto
         assert (home / "sandbox" / "endpoints.json").is_file()
     finally:
         if stop == "ctrl-c":
-            os.killpg(process.pid, signal.SIGINT)
+            os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C: our process group, not Dagster's own
         else:
             process.send_signal(signal.SIGTERM)
         try:
-            output, _ = process.communicate(timeout=120)
+            process.wait(timeout=120)
+            leftover = _still_running(process.pid, seconds=5)  # killed at the end of the grace: being reaped
         finally:
-            leftover = _processes_in_session(process.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+            for pid in _processes_in_session(process.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+    log.seek(0)
+    output = log.read()
     assert process.returncode in ((0, 130) if stop == "ctrl-c" else (128 + signal.SIGTERM,)), output
     # Ctrl-C reaches the whole process group: a run the sensors launched meanwhile may print the interrupt's
     # traceback from inside Dagster. None may come from our code.
@@ -310,36 +323,52 @@ def test_dev_serves_the_ui_with_the_assets_and_stops_cleanly(tmp_path: Path, sto
     assert not (home / "sandbox" / "endpoints.json").exists()
 
 
-# Stands in for `dagster dev`: counts the SIGTERMs it gets until it has slept a while, exits with the count.
-_COUNTS_SIGTERMS = """
-import signal, sys, time
+# Stands in for `dagster dev`: starts a process of its group that ignores Ctrl-C (a stuck run), counts the Ctrl-Cs
+# it gets itself until it has slept a while, and exits with the count, leaving that process behind.
+_DAGSTER_DEV = """
+import signal, subprocess, sys, time
+stuck = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                          "print(flush=True); time.sleep(120)"], stdout=subprocess.PIPE)
+stuck.stdout.readline()
 received = []
-signal.signal(signal.SIGTERM, lambda *_: received.append(1))
-print("up", flush=True)
+signal.signal(signal.SIGINT, lambda *_: received.append(1))
+print(stuck.pid, flush=True)
 time.sleep(1.5)
 sys.exit(len(received))
 """
 
 
-def test_a_sigterm_while_dagster_starts_is_handed_on_exactly_once(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_dev_hands_a_signal_to_dagsters_group_once_then_ends_what_is_left(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: signal.Signals) -> None:
+    """A signal that lands while Dagster starts (before we have it in hand) is still handed on, once, as the Ctrl-C
+    Dagster expects; what is left of its group after it exits is killed once the grace period is over."""
     from genesys_assets import cli
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setattr(cli, "DAGSTER_GROUP_GRACE_SECONDS", 0.5)
     children: list[subprocess.Popen] = []
     real_popen = subprocess.Popen
 
-    def starts_then_sigterm(command: list[str], **kwargs: object) -> subprocess.Popen:
+    def starts_then_signalled(command: list[str], **kwargs: object) -> subprocess.Popen:
         child = real_popen(command, stdout=subprocess.PIPE, text=True, **kwargs)
-        assert child.stdout is not None and child.stdout.readline() == "up\n"  # its handler is in place
         children.append(child)
-        signal.raise_signal(signal.SIGTERM)  # before _serve_dagster has the child in hand
+        assert child.stdout is not None
+        children.append(int(child.stdout.readline()))  # its handler is in place; the stuck process's pid
+        signal.raise_signal(signum)
         return child
 
-    monkeypatch.setattr(cli.subprocess, "Popen", starts_then_sigterm)
+    monkeypatch.setattr(cli.subprocess, "Popen", starts_then_signalled)
     handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    assert cli._serve_dagster([sys.executable, "-c", _COUNTS_SIGTERMS], dict(os.environ)) == 128 + signal.SIGTERM
-    assert children[0].returncode == 1
+    code = cli._serve_dagster([sys.executable, "-c", _DAGSTER_DEV], dict(os.environ))
+    dagster, stuck = children
+    dagster.stdout.close()
+    assert dagster.returncode == 1  # one Ctrl-C
+    assert code == (128 + signal.SIGTERM if signum == signal.SIGTERM else 1)  # else what Dagster exited with
+    deadline = time.monotonic() + 10  # killed; then reaped by init, as its parent has exited
+    while str(stuck) in _processes_in_session(os.getsid(0)):
+        assert time.monotonic() < deadline, "the process Dagster left behind is still running"
+        time.sleep(0.05)
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
 
 
@@ -407,19 +436,25 @@ cli.main(sys.argv[1:])
 """
 
 
-@pytest.mark.parametrize("point", ["STEP_START", "in a step", "RUN_SUCCESS", "between runs"])
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(("point", "signum", "started_with_sigint"), [
+    *[(point, signum, "default") for point in ("STEP_START", "in a step", "RUN_SUCCESS", "between runs")
+      for signum in (signal.SIGTERM, signal.SIGINT)],
+    ("between runs", signal.SIGTERM, "ignored"),  # a script's background job: Dagster puts SIG_IGN back on SIGTERM
+])
 def test_a_signal_during_a_demo_run_stops_the_demo(tmp_path: Path, point: str, signum: signal.Signals,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+                                                   started_with_sigint: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Dagster puts its own handler on SIGINT and SIGTERM while a run is in process and only records the signal
-    there; the demo still stops after that run instead of going on to the next, exits 128 + the signal, and
-    withdraws its endpoints."""
+    there, then SIGINT's handler on both; the demo still stops after that run instead of going on to the next,
+    exits 128 + the signal, prints what ran, and withdraws its endpoints."""
     home = tmp_path / "home"
+    preexec = _ignore_sigint if started_with_sigint == "ignored" else None
     done = subprocess.run([sys.executable, "-c", _SIGNAL_DURING_THE_DEMO, point, signum.name, "demo", "--start",
-                           "2026-11-02", "--end", "2026-11-02", *SMALL],
-                          env=_env(home), capture_output=True, text=True, timeout=300)
+                           "2026-11-02", "--end", "2026-11-02", *SMALL], env=_env(home), capture_output=True,
+                          text=True, timeout=300, preexec_fn=preexec)
     assert done.returncode == 128 + signum, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert f"genesys-assets demo: stopped by {signum.name} after 1 run(s)" in done.stdout, done.stdout[-3000:]
+    assert "wrapup_codes" in done.stdout  # the summary of the run it stopped after
     assert not (home / "sandbox" / "endpoints.json").exists()
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
