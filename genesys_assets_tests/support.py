@@ -1,14 +1,21 @@
-"""Helpers the domain test suites share: what a failed Dagster run says, and a run process killed mid-way."""
+"""Helpers the domain test suites share: what a failed Dagster run says, a run process killed mid-way, and the
+latest sandbox day whose generated data has what a test needs."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 from dagster._core.events import StepFailureData
+
+from genesys_assets.sandbox.conversations import DAY_MS, ConversationStore, DayIndex, day_start_ms
 
 
 def failure_text(result: dg.ExecuteInProcessResult) -> str:
@@ -55,3 +62,35 @@ def kill_mid_run(child: subprocess.Popen, ready: Callable[[], bool] | None = Non
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def latest_day_with(latest: date, wanted: Callable[[date], bool], what: str, search_days: int = 60) -> date:
+    """The latest day up to ``latest`` for which ``wanted(day)`` holds.
+
+    A sandbox day is random, seeded by the day: a test that needs something of its day's data (a conversation
+    crossing midnight, enough web chats for several pages) must not take a fixed offset from today, or it fails on
+    the dates whose day lacks it."""
+    for back in range(search_days):
+        day = latest - timedelta(days=back)
+        if wanted(day):
+            return day
+    raise AssertionError(f"none of the {search_days} days up to {latest} has {what}")
+
+
+@contextmanager
+def sandbox_days(conversations_per_day: int) -> Iterator[Callable[[date], DayIndex]]:
+    """The column index (ids, starts, ends in epoch ms, media) of any day of the sandbox tenant (default seed), from a
+    scratch store identical to the emulator's own: for choosing a test's day before any emulator exists."""
+    with tempfile.TemporaryDirectory(prefix="day-search-") as scratch:
+        store = ConversationStore(Path(scratch), conversations_per_day=conversations_per_day)
+        try:
+            yield lambda day: store.day(day).index
+        finally:
+            store.close()
+
+
+def crosses_both_midnights(day_index: Callable[[date], DayIndex], day: date) -> bool:
+    """A conversation of ``day`` ends after the day's end, and one of the day before ends after its start."""
+    start = day_start_ms(day)
+    return (max(day_index(day).ends, default=0) >= start + DAY_MS
+            and max(day_index(day - timedelta(days=1)).ends, default=0) > start)

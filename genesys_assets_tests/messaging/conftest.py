@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,22 +22,43 @@ from genesys_assets.resources.data_lake_webhook import DataLakeWebhookResource
 from genesys_assets.resources.genesys_cloud import GenesysCloudResource
 from genesys_assets.resources.lake import Lake
 from genesys_assets.resources.pii import PiiHashingResource
+from genesys_assets.sandbox.conversations import DayIndex, day_start_ms
 from genesys_assets.sandbox.genesys_emulator import FaultConfig, GenesysEmulator
 from genesys_assets.sandbox.services import SANDBOX_PII_HASH_KEY
+from genesys_assets_tests.support import latest_day_with, sandbox_days
 
-#: Old enough for the emulator's availability lag (6 h): the day's data is complete.
-DAY = (datetime.now(UTC) - timedelta(days=3)).date()
+CONVERSATIONS_PER_DAY = 200
 BASE_FAULTS = FaultConfig(job_delay_seconds=0.2)
 WEBHOOK_PATH = "/__sandbox__/webhooks/data-lake"
 #: Small pages and parts so a 200-conversation day spans several of each.
 ARCHIVE_CONFIG: dict[str, Any] = {"page_size": 10, "part_max_mb": 0.01, "fetch_workers": 4}
+
+
+def _web_chat_job_size(day_index: Callable[[date], DayIndex], day: date) -> int:
+    """Web messaging conversations the day's details job returns: the day's own, and yesterday's ending after its
+    start (the archive skips those, but they fill the job's pages)."""
+    start = day_start_ms(day)
+    own, before = day_index(day), day_index(day - timedelta(days=1))
+    return (sum(m == "message" for m in own.media)
+            + sum(m == "message" and end > start for m, end in zip(before.media, before.ends, strict=True)))
+
+
+#: Old enough for the emulator's availability lag (6 h): the day's data is complete. And more than three job pages
+#: of web chats: the resume tests crash when page 4 is asked for. A day has ~40 (random, seeded by the day; 27 of
+#: the 732 days from 2026-06-01 have 30 or fewer, 2026-11-26 among them), so not simply today - 3: the latest such
+#: day up to it.
+with sandbox_days(CONVERSATIONS_PER_DAY) as day_index:
+    DAY = latest_day_with((datetime.now(UTC) - timedelta(days=3)).date(),
+                          lambda day: _web_chat_job_size(day_index, day) > 3 * ARCHIVE_CONFIG["page_size"],
+                          "more than three pages of web chats")
 ASSETS = [webchat_archive, webchat_audit_events, webchat_archive_count, webchat_archive_integrity,
           webchat_archive_messages_complete]
 
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GenesysEmulator]:
-    with GenesysEmulator(tmp_path_factory.mktemp("genesys"), conversations_per_day=200, faults=BASE_FAULTS) as emu:
+    with GenesysEmulator(tmp_path_factory.mktemp("genesys"), conversations_per_day=CONVERSATIONS_PER_DAY,
+                         faults=BASE_FAULTS) as emu:
         yield emu
 
 

@@ -17,6 +17,7 @@ from genesys_assets.sandbox.conversations import ConversationStore, conversation
 from genesys_assets.sandbox.directory import TENANT_CREATED, build_directory
 from genesys_assets.sandbox.genesys_emulator import FaultConfig, GenesysEmulator
 from genesys_assets_tests.sandbox.conftest import JOBS, SMALL_DAY, Api, all_job_results, day_interval, wait_job
+from genesys_assets_tests.support import crosses_both_midnights, latest_day_with
 
 QUERY = "/api/v2/analytics/conversations/details/query"
 
@@ -73,22 +74,10 @@ def test_job_requires_interval(api: Api) -> None:
     assert r.status_code == 400 and "interval" in r.json()["message"]
 
 
-def _day_crossing_both_midnights(emulator: GenesysEmulator, latest: date) -> date:
-    """The latest day up to ``latest`` with conversations crossing into it and out of it. The generated days are
-    random (a small day has ~2.5 crossers each way), so a fixed offset from today had none on some dates."""
-    for back in range(30):
-        day = latest - timedelta(days=back)
-        start, end = _day_ms(day)
-        if (any(parse_ms(c["conversationEnd"]) >= end for c in emulator.conversations_for_day(day))
-                and any(parse_ms(c["conversationEnd"]) > start
-                        for c in emulator.conversations_for_day(day - timedelta(days=1)))):
-            return day
-    raise AssertionError("the data must contain conversations crossing midnight")
-
-
 def test_async_covers_activity_during_sync_covers_started_on(emulator: GenesysEmulator, api: Api,
                                                              past_day: date) -> None:
-    past_day = _day_crossing_both_midnights(emulator, past_day)
+    past_day = latest_day_with(past_day, lambda day: crosses_both_midnights(lambda d: emulator.store.day(d).index, day),
+                               "conversations crossing both midnights")  # not so on 2026-12-01
     start, end = _day_ms(past_day)
     today = emulator.conversations_for_day(past_day)
     yesterday = emulator.conversations_for_day(past_day - timedelta(days=1))

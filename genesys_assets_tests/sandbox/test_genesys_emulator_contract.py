@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import PureCloudPlatformClientV2 as sdk
@@ -18,7 +18,9 @@ import pytest
 import requests
 
 from genesys_assets.sandbox.conversations import parse_ms
+from genesys_assets.sandbox.genesys_emulator import GenesysEmulator
 from genesys_assets_tests.sandbox.conftest import JOBS, Api, day_interval, wait_job
+from genesys_assets_tests.support import latest_day_with
 
 _PRIMITIVES = {"str", "int", "float", "bool", "datetime", "date", "object"}
 
@@ -192,8 +194,16 @@ def test_sync_query_and_aggregates(api: Api, past_day) -> None:  # type: ignore[
     assert_contract(agg.json(), "ConversationAggregateQueryResponse")
 
 
+def _in_progress_at_noon(emulator: GenesysEmulator, day: date) -> bool:
+    noon = parse_ms(f"{day.isoformat()}T12:00:00Z")
+    index = emulator.store.day(day).index
+    return any(start <= noon < end for start, end in zip(index.starts, index.ends, strict=True))
+
+
 def test_conversations_in_progress_show_nothing_that_has_not_happened_yet(
         api: Api, past_day, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    past_day = latest_day_with(past_day, lambda day: _in_progress_at_noon(api.gc, day),  # not so on 2026-06-06
+                               "a conversation in progress at noon")
     noon = parse_ms(f"{past_day.isoformat()}T12:00:00Z")
     monkeypatch.setattr(api.gc.analytics, "now_ms", lambda: noon)
     truth = {c["conversationId"]: c for c in api.gc.conversations_for_day(past_day)}
