@@ -26,6 +26,8 @@ from genesys_assets.cli import PROJECT_ROOT
 from genesys_assets.defs.analytics import assets as analytics_assets
 from genesys_assets.defs.analytics.sensors import (
     DAY_RUN_RETRIES,
+    REFUSED_IN_TAG,
+    RETRY_ON_STEP_FAILURE_TAG,
     START_DATE_ENV,
     analytics_availability_sensor,
     details_api_day_job,
@@ -253,53 +255,60 @@ def test_a_day_that_keeps_failing_is_retried_twice_from_its_failed_step_then_lef
     assert len(instance.get_runs()) == 1 + DAY_RUN_RETRIES
 
 
-def _day_run_of_conversation_details(res: dict, instance: dg.DagsterInstance) -> dg.DagsterRun:
-    """conversation_details for DAY in a job with the day job's retry tags and hooks, run on the project's instance;
-    the run as stored once it failed, its ``dagster/will_retry`` decided."""
+def _day_run_of_conversation_details(res: dict, instance: dg.DagsterInstance,
+                                     inherited: dict[str, str] | None = None) -> dg.DagsterRun:
+    """conversation_details for DAY in a job with the day job's retry tags and hooks, run on the project's instance
+    (with tags ``inherited`` from a parent run, as a re-execution from the UI has them); the run as stored once it
+    failed, its ``dagster/will_retry`` decided."""
     job = dg.define_asset_job("day_run", selection=[analytics_assets.conversation_details],
                               tags=details_api_day_job.tags, hooks=details_api_day_job.hooks)
     defs = dg.Definitions(assets=[*ASSETS, *CHECKS], resources=res, jobs=[job])
     result = defs.resolve_job_def("day_run").execute_in_process(
         instance=instance, partition_key=DAY.isoformat(), run_config=QUIET, raise_on_error=False,
-        tags={WATERMARK_TAG: iso(day_bounds(DAY)[1] + timedelta(hours=1))})
+        tags={WATERMARK_TAG: iso(day_bounds(DAY)[1] + timedelta(hours=1)), **(inherited or {})})
     assert not result.success
     return instance.get_run_by_id(result.run_id)
 
 
-@pytest.mark.parametrize("cause", ["permission", "credentials"])
+#: What a re-execution from the UI copies from a parent run that was refused.
+_REFUSED_PARENT = {RETRY_ON_STEP_FAILURE_TAG: "false", REFUSED_IN_TAG: "a-refused-parent-run"}
+
+
+@pytest.mark.parametrize(("cause", "inherited"), [("permission", None), ("credentials", None),
+                                                  ("permission", _REFUSED_PARENT)])
 def test_a_refused_day_run_is_not_retried(project_instance: dg.DagsterInstance, emulator: GenesysEmulator,
-                                          home: Path, cause: str) -> None:
+                                          home: Path, cause: str, inherited: dict[str, str] | None) -> None:
     """A retry would be refused the same way: the run says so and is left for a person, not retried twice."""
     emulator.add_client("no-roles", "its-secret", [])
     client = {"client_id": "no-roles", "client_secret": "its-secret" if cause == "permission" else "wrong"}
     res = resources(emulator, home)
     res["genesys"] = GenesysCloudResource(**{**res["genesys"].model_dump(), **client})
-    run = _day_run_of_conversation_details(res, project_instance)
+    run = _day_run_of_conversation_details(res, project_instance, inherited)
     assert run.tags["dagster/will_retry"] == "false"
-    assert run.tags["dagster/retry_on_asset_or_op_failure"] == "false"
+    assert run.tags[RETRY_ON_STEP_FAILURE_TAG] == "false" and run.tags[REFUSED_IN_TAG] == run.run_id
     warnings = [e.user_message for e in project_instance.all_logs(run.run_id) if e.level == 30]
     assert any("will not be retried" in message and "conversation_details" in message for message in warnings)
 
 
+@pytest.mark.parametrize("inherited", [None, _REFUSED_PARENT], ids=["first run", "re-execution of a refused run"])
 def test_a_day_run_that_failed_on_server_errors_is_retried(project_instance: dg.DagsterInstance,
-                                                           emulator: GenesysEmulator, home: Path) -> None:
+                                                           emulator: GenesysEmulator, home: Path,
+                                                           inherited: dict[str, str] | None) -> None:
     res = resources(emulator, home, max_attempts=2, extra_headers={"X-Sandbox-Fault": "rate_5xx=1"})
-    run = _day_run_of_conversation_details(res, project_instance)
+    run = _day_run_of_conversation_details(res, project_instance, inherited)
     assert run.tags["dagster/will_retry"] == "true"
-    assert "dagster/retry_on_asset_or_op_failure" not in run.tags
+    assert run.tags.get(RETRY_ON_STEP_FAILURE_TAG, "true") == "true"
 
 
 def test_refusals_are_policy_failures_and_genesys_refusing_the_client_not_transient_errors() -> None:
     from genesys_assets.resources.genesys_cloud import (
         GenesysAuthError,
-        GenesysConfigError,
         GenesysPermissionError,
         GenesysRetriesExhausted,
     )
 
     assert is_refusal(dg.Failure("region not allowed", allow_retries=False))
     assert is_refusal(GenesysPermissionError("403")) and is_refusal(GenesysAuthError("401"))
-    assert is_refusal(GenesysConfigError("no region"))
     assert not is_refusal(dg.Failure("flaky"))
     exhausted = GenesysRetriesExhausted("GET /users: 503 three times", attempts=3, elapsed_seconds=1.0)
     assert not is_refusal(exhausted) and not is_refusal(RuntimeError("boom"))

@@ -22,12 +22,7 @@ from genesys_assets.defs.analytics import assets as analytics_assets
 from genesys_assets.defs.availability import WATERMARK_TAG
 from genesys_assets.defs.messaging import assets as messaging_assets
 from genesys_assets.lib.analytics_plan import days_to_request, iso, last_complete_day
-from genesys_assets.resources.genesys_cloud import (
-    GenesysAuthError,
-    GenesysCloudResource,
-    GenesysConfigError,
-    GenesysPermissionError,
-)
+from genesys_assets.resources.genesys_cloud import GenesysAuthError, GenesysCloudResource, GenesysPermissionError
 
 START_DATE_ENV = "GENESYS_ANALYTICS_START_DATE"
 DEFAULT_LOOKBACK_DAYS = 7
@@ -50,8 +45,11 @@ def configured_start(watermark_day: date) -> date:
 DAY_RUN_RETRIES = 2
 #: Dagster's run tag that stops run retries of a run failed by a step (read when the run fails).
 RETRY_ON_STEP_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
-#: What a retry would meet again: refused credentials, a missing permission, a wrong setting.
-_REFUSED_BY_GENESYS = (GenesysAuthError, GenesysPermissionError, GenesysConfigError)
+#: The run whose refusal set it: a re-execution from the UI copies its parent's tags, this one among them.
+REFUSED_IN_TAG = "genesys/refused_in_run"
+#: What a retry would meet again: Genesys refusing the client's credentials or permissions. (A wrong setting fails
+#: the resource's start, a run failure that Dagster retries whatever the tag says.)
+_REFUSED_BY_GENESYS = (GenesysAuthError, GenesysPermissionError)
 
 
 def is_refusal(error: BaseException | None) -> bool:
@@ -64,11 +62,17 @@ def is_refusal(error: BaseException | None) -> bool:
 def day_run_not_retried_when_refused(context: dg.HookContext) -> None:
     """A refused step turns the day run's retries off: each retry would fail the same way (after re-running the
     other failed steps too) and only bury the reason under more failed runs. A person fixes the cause and
-    re-executes the run from its failure."""
+    re-executes the run from its failure; that re-execution inherits the tag, so another kind of failure in it turns
+    its retries back on unless a step of its own was refused."""
     if is_refusal(context.op_exception):
-        context.instance.add_run_tags(context.run_id, {RETRY_ON_STEP_FAILURE_TAG: "false"})
+        context.instance.add_run_tags(context.run_id, {RETRY_ON_STEP_FAILURE_TAG: "false",
+                                                       REFUSED_IN_TAG: context.run_id})
         context.log.warning("%s was refused (%s): this run will not be retried; fix the cause, then re-execute it "
                             "from its failure.", context.step_key, context.op_exception)
+        return
+    run = context.instance.get_run_by_id(context.run_id)
+    if run is not None and run.tags.get(REFUSED_IN_TAG, context.run_id) != context.run_id:
+        context.instance.add_run_tags(context.run_id, {RETRY_ON_STEP_FAILURE_TAG: "true", REFUSED_IN_TAG: ""})
 
 
 details_api_day_job = dg.define_asset_job(
