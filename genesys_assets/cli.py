@@ -16,8 +16,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from contextlib import nullcontext, suppress
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -126,41 +126,83 @@ def cmd_dev(args: argparse.Namespace) -> int:
 #: How long what is left of Dagster's process group (code servers, runs the daemon launched) gets to end after
 #: ``dagster dev`` exits, before it is killed.
 DAGSTER_GROUP_GRACE_SECONDS = 30.0
+#: What stops ``dev``: Ctrl-C, a service manager's or ``docker stop``'s SIGTERM, the terminal closing.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _serve_dagster(command: list[str], env: dict[str, str]) -> int:
-    """Run ``dagster dev`` in a process group of its own until it exits; 128 + 15 if a SIGTERM stopped it.
+    """Run ``dagster dev`` in a process group of its own until it exits; 128 + the signal if a SIGTERM or hangup
+    stopped it.
 
-    Ctrl-C (which a terminal now sends to us alone) and SIGTERM (a service manager, ``docker stop``) are each handed
-    to the whole group once, as the Ctrl-C Dagster's webserver, daemon, code servers and runs all expect. What is
-    left of the group when ``dagster dev`` has exited is given ``DAGSTER_GROUP_GRACE_SECONDS`` and then killed, so
-    nothing of Dagster's runs on against a sandbox about to stop."""
+    Every stop signal that reaches us is handed to the whole group once, as the Ctrl-C Dagster's webserver, daemon,
+    code servers and runs all expect. At a terminal the group is its foreground job, as a shell would make it, so
+    Ctrl-C and the hangup reach it directly and its own use of the terminal does not stop it. What is left of the
+    group when ``dagster dev`` has exited is given ``DAGSTER_GROUP_GRACE_SECONDS`` (a further signal cuts it short)
+    and then killed, so nothing of Dagster's runs on against a sandbox about to stop."""
     received: list[int] = []
-    previous = {signum: signal.signal(signum, lambda signum, _: received.append(signum))
-                for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {signum: signal.signal(signum, lambda signum, _: received.append(signum)) for signum in _STOP_SIGNALS}
     try:
         dagster = subprocess.Popen(command, env=env, cwd=settings.dagster_home(), process_group=0)
-        handed_on = 0
-        while True:
-            while handed_on < len(received):
-                with suppress(ProcessLookupError):
-                    os.killpg(dagster.pid, signal.SIGINT)
-                handed_on += 1
-            with suppress(subprocess.TimeoutExpired):
-                code = dagster.wait(timeout=0.1)
-                break
-        _end_group(dagster.pid, DAGSTER_GROUP_GRACE_SECONDS)
+        with _terminal_given_to(dagster.pid):
+            handed_on = 0
+            while True:
+                while handed_on < len(received):
+                    _signal_group(dagster.pid, signal.SIGINT)
+                    handed_on += 1
+                with suppress(subprocess.TimeoutExpired):
+                    code = dagster.wait(timeout=0.1)
+                    break
+        _end_group(dagster.pid, DAGSTER_GROUP_GRACE_SECONDS, received)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return 128 + signal.SIGTERM if signal.SIGTERM in received else code
+    stop = next((signum for signum in received if signum != signal.SIGINT), None)
+    if stop is not None:
+        return 128 + stop
+    return 128 - code if code < 0 else code  # killed by a signal: the shell's convention
 
 
-def _end_group(group: int, grace_seconds: float) -> None:
-    """Wait up to ``grace_seconds`` for every process of ``group`` to end, then kill what is left."""
-    deadline = time.monotonic() + grace_seconds
+def _signal_group(group: int, signum: int) -> None:
+    """``signum`` to every process of ``group``, then SIGCONT: a process stopped by the terminal acts on it too."""
     with suppress(ProcessLookupError):
-        while time.monotonic() < deadline:
+        os.killpg(group, signum)
+        os.killpg(group, signal.SIGCONT)
+
+
+@contextmanager
+def _terminal_given_to(group: int) -> Iterator[None]:
+    """``group`` as the foreground job of our terminal while the block runs, then us again; nothing to do when we
+    have no terminal or are not its foreground job ourselves."""
+    try:
+        terminal = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        yield
+        return
+    try:
+        if os.tcgetpgrp(terminal) != os.getpgrp():
+            yield
+            return
+        # A background job changing the foreground (taking it back, here) would be stopped by SIGTTOU.
+        ttou = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        try:
+            with suppress(OSError):  # ended already
+                os.tcsetpgrp(terminal, group)
+            _signal_group(group, signal.SIGCONT)  # in case it touched the terminal before it had it
+            yield
+        finally:
+            with suppress(OSError):  # the terminal is gone (hung up)
+                os.tcsetpgrp(terminal, os.getpgrp())
+            signal.signal(signal.SIGTTOU, ttou)
+    finally:
+        os.close(terminal)
+
+
+def _end_group(group: int, grace_seconds: float, received: list[int]) -> None:
+    """Wait up to ``grace_seconds`` for every process of ``group`` to end, or until a signal is added to
+    ``received`` (a second Ctrl-C: do not wait), then kill what is left."""
+    deadline, signals = time.monotonic() + grace_seconds, len(received)
+    with suppress(ProcessLookupError):
+        while time.monotonic() < deadline and len(received) == signals:
             os.killpg(group, 0)  # signal 0: only asks whether any is left
             time.sleep(0.1)
         os.killpg(group, signal.SIGKILL)

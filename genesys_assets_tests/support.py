@@ -1,5 +1,5 @@
-"""Helpers the domain test suites share: what a failed Dagster run says, a run process killed mid-way, and the
-latest sandbox day whose generated data has what a test needs."""
+"""Helpers the domain test suites share: what a failed Dagster run says, a run process killed mid-way, the
+latest sandbox day whose generated data has what a test needs, and the processes a stop left running."""
 
 from __future__ import annotations
 
@@ -94,3 +94,16 @@ def crosses_both_midnights(day_index: Callable[[date], DayIndex], day: date) -> 
     start = day_start_ms(day)
     return (max(day_index(day).ends, default=0) >= start + DAY_MS
             and max(day_index(day - timedelta(days=1)).ends, default=0) > start)
+
+
+def processes_in_session(sid: int) -> list[str]:
+    """The live (not zombie) processes of session ``sid``: what a stop would leave running."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended while we looked
+        if int(fields[3]) == sid and fields[0] != "Z":
+            alive.append(stat.parent.name)
+    return alive

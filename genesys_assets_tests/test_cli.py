@@ -21,6 +21,7 @@ import pytest
 
 from genesys_assets.cli import build_parser, days_between
 from genesys_assets.sandbox.genesys_emulator import GenesysEmulator
+from genesys_assets_tests.support import processes_in_session
 
 SMALL = ["--conversations-per-day", "150", "--interactions-per-day", "40"]
 ENDPOINT_KEYS = {"genesys_api_base_url", "client_id", "client_secret", "s3_endpoint_url", "pureconnect_uri",
@@ -253,23 +254,10 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _processes_in_session(sid: int) -> list[str]:
-    """The live (not zombie) processes of session ``sid``: what a stop would leave running."""
-    alive = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # ended while we looked
-        if int(fields[3]) == sid and fields[0] != "Z":
-            alive.append(stat.parent.name)
-    return alive
-
-
 def _still_running(sid: int, seconds: float) -> list[str]:
     """The processes of session ``sid`` still running after up to ``seconds``."""
     deadline = time.monotonic() + seconds
-    while (alive := _processes_in_session(sid)) and time.monotonic() < deadline:
+    while (alive := processes_in_session(sid)) and time.monotonic() < deadline:
         time.sleep(0.05)
     return alive
 
@@ -309,7 +297,7 @@ def test_dev_serves_the_ui_with_the_assets_and_stops_cleanly(tmp_path: Path, sto
             process.wait(timeout=120)
             leftover = _still_running(process.pid, seconds=5)  # killed at the end of the grace: being reaped
         finally:
-            for pid in _processes_in_session(process.pid):
+            for pid in processes_in_session(process.pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
     log.seek(0)
@@ -321,55 +309,6 @@ def test_dev_serves_the_ui_with_the_assets_and_stops_cleanly(tmp_path: Path, sto
     assert "Dagster services shut down" in output, output
     assert not leftover, f"still running after the stop: {leftover}"
     assert not (home / "sandbox" / "endpoints.json").exists()
-
-
-# Stands in for `dagster dev`: starts a process of its group that ignores Ctrl-C (a stuck run), counts the Ctrl-Cs
-# it gets itself until it has slept a while, and exits with the count, leaving that process behind.
-_DAGSTER_DEV = """
-import signal, subprocess, sys, time
-stuck = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-                          "print(flush=True); time.sleep(120)"], stdout=subprocess.PIPE)
-stuck.stdout.readline()
-received = []
-signal.signal(signal.SIGINT, lambda *_: received.append(1))
-print(stuck.pid, flush=True)
-time.sleep(1.5)
-sys.exit(len(received))
-"""
-
-
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_dev_hands_a_signal_to_dagsters_group_once_then_ends_what_is_left(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: signal.Signals) -> None:
-    """A signal that lands while Dagster starts (before we have it in hand) is still handed on, once, as the Ctrl-C
-    Dagster expects; what is left of its group after it exits is killed once the grace period is over."""
-    from genesys_assets import cli
-
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    monkeypatch.setattr(cli, "DAGSTER_GROUP_GRACE_SECONDS", 0.5)
-    children: list[subprocess.Popen] = []
-    real_popen = subprocess.Popen
-
-    def starts_then_signalled(command: list[str], **kwargs: object) -> subprocess.Popen:
-        child = real_popen(command, stdout=subprocess.PIPE, text=True, **kwargs)
-        children.append(child)
-        assert child.stdout is not None
-        children.append(int(child.stdout.readline()))  # its handler is in place; the stuck process's pid
-        signal.raise_signal(signum)
-        return child
-
-    monkeypatch.setattr(cli.subprocess, "Popen", starts_then_signalled)
-    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    code = cli._serve_dagster([sys.executable, "-c", _DAGSTER_DEV], dict(os.environ))
-    dagster, stuck = children
-    dagster.stdout.close()
-    assert dagster.returncode == 1  # one Ctrl-C
-    assert code == (128 + signal.SIGTERM if signum == signal.SIGTERM else 1)  # else what Dagster exited with
-    deadline = time.monotonic() + 10  # killed; then reaped by init, as its parent has exited
-    while str(stuck) in _processes_in_session(os.getsid(0)):
-        assert time.monotonic() < deadline, "the process Dagster left behind is still running"
-        time.sleep(0.05)
-    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
 
 
 def test_sigterm_during_the_demo_stops_its_sandbox_and_withdraws_its_endpoints(tmp_path: Path) -> None:
