@@ -9,6 +9,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -160,3 +161,26 @@ def test_closing_the_terminal_stops_dagster_and_dev(tmp_path: Path) -> None:
     os.close(terminal.master)
     assert terminal.exit_status() == 128 + signal.SIGHUP
     assert _gone(dagster)
+
+
+def test_a_second_signal_cuts_the_grace_short_and_the_rest_of_dagster_is_killed() -> None:
+    from genesys_assets import cli
+
+    ignores_ctrl_c = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(120)"
+    stuck = subprocess.Popen([sys.executable, "-c", ignores_ctrl_c], process_group=0)
+    received: list[int] = [signal.SIGTERM]
+    second = threading.Timer(0.3, received.append, [signal.SIGINT])  # a second Ctrl-C while it waits
+    second.start()
+    started = time.monotonic()
+    cli._end_group(stuck.pid, 60, received)
+    assert stuck.wait(timeout=10) == -signal.SIGKILL
+    assert time.monotonic() - started < 10  # not the 60 s of grace
+
+
+def test_dagster_killed_by_a_signal_exits_dev_with_128_plus_it(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from genesys_assets import cli
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    killed = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    assert cli._serve_dagster([sys.executable, "-c", killed], dict(os.environ)) == 128 + signal.SIGKILL

@@ -114,7 +114,7 @@ def _process_started(pid: int) -> str:
     process is gone."""
     if not Path("/proc/self/stat").exists():
         return ""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[19].decode()  # a name may be any bytes
 
 
 def _latest_running(running: Path) -> dict[str, Any] | None:
