@@ -96,14 +96,27 @@ def crosses_both_midnights(day_index: Callable[[date], DayIndex], day: date) -> 
             and max(day_index(day - timedelta(days=1)).ends, default=0) > start)
 
 
+def _live_stat(stat: Path) -> list[str] | None:
+    """The fields of a /proc ``stat`` file after the process name, from the state on; None for a process that has
+    ended (gone, or a zombie)."""
+    try:
+        fields = stat.read_bytes().rsplit(b")", 1)[1].decode().split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else fields
+
+
 def processes_in_session(sid: int) -> list[str]:
-    """The live (not zombie) processes of session ``sid``: what a stop would leave running."""
-    alive = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # ended while we looked
-        if int(fields[3]) == sid and fields[0] != "Z":
-            alive.append(stat.parent.name)
-    return alive
+    """The live processes of session ``sid``: what a stop would leave running."""
+    return [stat.parent.name for stat in Path("/proc").glob("[0-9]*/stat")
+            if (fields := _live_stat(stat)) is not None and int(fields[3]) == sid]
+
+
+def ends_within(pid: int, seconds: float) -> bool:
+    """Whether process ``pid`` has ended (or is a zombie) within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while _live_stat(Path(f"/proc/{pid}/stat")) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from genesys_assets_tests.support import processes_in_session
+from genesys_assets_tests.support import ends_within
 
 # Stands in for `dagster dev`: starts a process of its group that ignores Ctrl-C (a stuck run), counts the Ctrl-Cs
 # it gets itself until it has slept a while, and exits with the count, leaving that process behind.
@@ -59,10 +59,7 @@ def test_dev_hands_a_signal_to_dagsters_group_once_then_ends_what_is_left(
     dagster.stdout.close()
     assert dagster.returncode == 1  # one Ctrl-C
     assert code == (128 + signal.SIGTERM if signum == signal.SIGTERM else 1)  # else what Dagster exited with
-    deadline = time.monotonic() + 10  # killed; then reaped by init, as its parent has exited
-    while str(stuck) in processes_in_session(os.getsid(0)):
-        assert time.monotonic() < deadline, "the process Dagster left behind is still running"
-        time.sleep(0.05)
+    assert ends_within(stuck, 10), "the process Dagster left behind is still running"
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
 
 
@@ -128,15 +125,6 @@ class _Terminal:
         return int(self.read_until("tick 0").split("dagster pid", 1)[1].split()[0])
 
 
-def _gone(pid: int, seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while str(pid) in processes_in_session(os.getsid(pid)) if Path(f"/proc/{pid}").exists() else False:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 @pytest.mark.parametrize("tostop", [False, True], ids=["terminal", "terminal with tostop"])
 def test_ctrl_c_at_a_terminal_reaches_dagster_which_was_never_stopped_by_writing_to_it(
         tmp_path: Path, tostop: bool) -> None:
@@ -148,7 +136,7 @@ def test_ctrl_c_at_a_terminal_reaches_dagster_which_was_never_stopped_by_writing
     os.write(terminal.master, b"\x03")  # Ctrl-C
     assert "dagster interrupted" in terminal.read_until("dev exit 0")
     assert terminal.exit_status() == 0
-    assert _gone(dagster)
+    assert ends_within(dagster, 10)
     os.close(terminal.master)
 
 
@@ -160,7 +148,7 @@ def test_closing_the_terminal_stops_dagster_and_dev(tmp_path: Path) -> None:
     terminal.read_until("tick 3")
     os.close(terminal.master)
     assert terminal.exit_status() == 128 + signal.SIGHUP
-    assert _gone(dagster)
+    assert ends_within(dagster, 10)
 
 
 def test_a_second_signal_cuts_the_grace_short_and_the_rest_of_dagster_is_killed() -> None:
